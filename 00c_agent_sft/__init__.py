@@ -1,0 +1,1 @@
+"""agent_sft layer."""

@@ -1,0 +1,219 @@
+"""GPT-2, exactly: token + position embeddings, pre-LayerNorm blocks, fused qkv, tanh-GELU, tied head.
+
+Module names follow GPT-2's checkpoint (transformer.h.0.attn.c_attn, ...) so that loading Hugging
+Face weights (hf.py) is a rename plus a transpose, nothing more.
+
+Shapes: B batch, T tokens, C = n_embd, H = n_head, D = C // H, V = vocab_size.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import get_backend, masked_attention
+from .kv_cache import KVCache
+
+IGNORE_INDEX = -100  # targets with this value add nothing to the loss (SFT masks prompts this way)
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 256      # context window (number of learned positions)
+    vocab_size: int = 8192
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True          # GPT-2 has biases in Linear and LayerNorm
+    attn_backend: str = "sdpa"  # "sdpa" | "manual" | "triton" | anything registered
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown GPTConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        assert cfg.n_embd % cfg.n_head == 0, "n_embd must be divisible by n_head"
+        self.n_head = cfg.n_head
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)  # fused q, k, v
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.backend = cfg.attn_backend
+
+    def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+                pos: torch.Tensor | None = None, kv_len: int = 0, fresh: bool = True) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, H, T, D)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if cache is None or fresh:
+            if cache is not None:  # empty rows: store the keys, attend exactly like a full forward
+                self._write(cache, k, v, pos)
+            y = get_backend(self.backend)(q, k, v, True)
+        else:
+            self._write(cache, k, v, pos)
+            keys, vals = cache[0][:, :, :kv_len], cache[1][:, :, :kv_len]  # (B, H, S, D)
+            # query at position p sees keys at positions <= p; each row has its own p
+            mask = torch.arange(kv_len, device=x.device)[None, None, None, :] <= pos[:, None, :, None]
+            y = masked_attention(q, keys, vals, mask, self.backend)  # (B, H, T, D)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+    @staticmethod
+    def _write(cache: tuple[torch.Tensor, torch.Tensor], k: torch.Tensor, v: torch.Tensor,
+               pos: torch.Tensor) -> None:
+        index = pos[:, None, :, None].expand_as(k)  # (B, H, T, D): position of each new token
+        cache[0].scatter_(2, index, k)
+        cache[1].scatter_(2, index, v)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, **cache_args) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), **cache_args)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.config = cfg
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+            wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
+            drop=nn.Dropout(cfg.dropout),
+            h=nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)]),
+            ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias),
+        ))
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied: one matrix reads and writes tokens
+        self.apply(self._init_weights)
+        # GPT-2: scale the residual projections so the residual stream's variance stays put with depth
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())  # the tied head is counted once
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                kv_cache: KVCache | None = None, rows: slice | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx (B, T) token ids -> logits (B, T, V), and the mean cross-entropy when targets are given
+        (targets == IGNORE_INDEX are skipped). With kv_cache, idx continues cache rows `rows`."""
+        B, T = idx.shape
+        cache_args: dict = {}
+        if kv_cache is None:
+            if T > self.config.block_size:
+                raise ValueError(f"sequence of {T} tokens is longer than block_size={self.config.block_size}")
+            pos = torch.arange(T, device=idx.device)[None, :]  # (1, T)
+        else:
+            rows = rows if rows is not None else slice(None)
+            lens = kv_cache.lengths[rows]
+            if lens.numel() != B:
+                raise ValueError(f"idx has batch {B} but the selected cache rows number {lens.numel()}")
+            pos_cpu = kv_cache.positions(rows, T)  # (B, T), raises past max_len
+            if int(pos_cpu.max()) >= self.config.block_size:
+                raise ValueError(f"position {int(pos_cpu.max())} is past block_size={self.config.block_size}")
+            pos = pos_cpu.to(idx.device, non_blocking=True)
+            fresh = bool((lens == 0).all())
+            cache_args = dict(pos=pos, kv_len=int(pos_cpu.max()) + 1, fresh=fresh)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for i, block in enumerate(self.transformer.h):
+            if kv_cache is not None:
+                cache_args["cache"] = kv_cache.layer(i, rows)
+            x = block(x, **cache_args)
+        x = self.transformer.ln_f(x)
+        logits = self.lm_head(x)  # (B, T, V)
+        if kv_cache is not None:
+            kv_cache.lengths[rows] += T
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
+                                   ignore_index=IGNORE_INDEX)
+        return logits, loss
+
+    def new_kv_cache(self, batch_size: int, max_len: int | None = None, device=None, dtype=None) -> KVCache:
+        cfg = self.config
+        p = self.lm_head.weight
+        return KVCache(cfg.n_layer, batch_size, cfg.n_head, min(max_len or cfg.block_size, cfg.block_size),
+                       cfg.n_embd // cfg.n_head, device=device or p.device, dtype=dtype or p.dtype)
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample continuations of idx (B, T) with the KV cache; temperature 0 is greedy."""
+        B, T = idx.shape
+        cache = self.new_kv_cache(B, T + max_new_tokens)
+        logits, _ = self(idx, kv_cache=cache)
+        out = [idx]
+        for step in range(max_new_tokens):
+            logits = logits[:, -1, :].float()
+            if temperature == 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+            out.append(nxt)
+            if step + 1 < max_new_tokens:
+                logits, _ = self(nxt, kv_cache=cache)
+        return torch.cat(out, dim=1)
+
+    def configure_optimizer(self, weight_decay: float, lr: float, betas: tuple[float, float],
+                            device_type: str) -> torch.optim.AdamW:
+        """AdamW with weight decay on 2-D weights (matmuls, embeddings) only, never biases or norms."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward): 6 per weight plus the attention matmuls."""
+        cfg = self.config
+        T = seq_len or cfg.block_size
+        return 6 * self.num_params(non_embedding=True) + 12 * cfg.n_layer * cfg.n_embd * T
