@@ -1,0 +1,46 @@
+"""Where the Triton kernels of this layer run, and a tl.dot that is right in both places.
+
+On a machine without CUDA the kernels run in Triton's CPU interpreter (slow, but exact enough
+to test them and to train tiny models). Triton reads TRITON_INTERPRET when a kernel is
+*decorated* (module import), so this module must be imported before any @triton.jit below it;
+every kernel module of this layer imports it first.
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_INTERPRET = tl.constexpr(INTERPRET)
+
+
+@triton.jit
+def dot(a, b, acc):
+    """acc + a @ b with fp32 accumulation."""
+    if a.dtype == tl.float32:
+        # fp32 inputs: full precision (the default would round them to tf32 on the GPU)
+        acc = tl.dot(a, b, acc, input_precision="ieee")
+    elif _INTERPRET and a.dtype == tl.bfloat16:
+        # Triton's interpreter computes bf16 tl.dot wrongly (seen with triton 3.9): upcast there
+        acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
+    else:
+        acc = tl.dot(a, b, acc)
+    return acc
+
+
+def check_device(*tensors: torch.Tensor) -> None:
+    """Clear error instead of a Triton crash when a kernel cannot run on these tensors."""
+    dev = tensors[0].device
+    for t in tensors:
+        if t.device != dev:
+            raise ValueError(f"all tensors must be on one device, got {t.device} and {dev}")
+    if dev.type == "cpu" and not INTERPRET:
+        raise RuntimeError("CPU tensors need Triton's interpreter: set TRITON_INTERPRET=1 before "
+                           "importing gpu kernels (done automatically when CUDA is absent)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {dev}")
