@@ -1,0 +1,99 @@
+"""`make demo`: from a fresh checkout to a working chat at http://localhost:8000.
+
+Runs each training stage that the run does not have yet (prepare -> pretrain -> SFT -> agent SFT)
+with the default preset for this machine, then starts the inference server (03_model) and the web
+app (01_app) and keeps them up until Ctrl-C, which stops both.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stage(name: str, done: bool, cmd: list[str]) -> None:
+    if done:
+        print(f"[demo] {name}: already done, skipping")
+        return
+    print(f"[demo] {name}: {' '.join(cmd)}", flush=True)
+    t0 = time.time()
+    subprocess.run([sys.executable, "-m", *cmd], cwd=ROOT, check=True)
+    print(f"[demo] {name}: finished in {time.time() - t0:.0f} s", flush=True)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"[demo] {what} exited with code {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"[demo] {what} did not become healthy at {url} within {timeout:.0f} s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", default="default", help="run name: artifacts go to runs/<run>/")
+    ap.add_argument("--preset", choices=["cpu", "gpu"], default=None,
+                    help="training presets (default: gpu when CUDA is available, else cpu)")
+    ap.add_argument("--model-port", type=int, default=9000)
+    ap.add_argument("--port", type=int, default=8000, help="port of the web chat")
+    ap.add_argument("--kb", default=os.environ.get("KB_PATH"), help="knowledge-base JSON (default: KB_PATH or the shipped one)")
+    ap.add_argument("--train-only", action="store_true", help="train the missing stages, then exit")
+    args = ap.parse_args()
+    preset = args.preset or ("gpu" if torch.cuda.is_available() else "cpu")
+    run = ROOT / "runs" / args.run
+    t0 = time.time()
+    print(f"[demo] run {run} with the {preset} presets", flush=True)
+
+    stage("prepare", (run / "data").is_dir() and (run / "tokenizer").is_dir(), ["train.prepare", "--run", args.run])
+    stage("pretrain", (run / "base" / "meta.json").is_file(), ["train.pretrain", "--run", args.run, "--preset", preset])
+    stage("sft", (run / "sft" / "meta.json").is_file(), ["sft.train", "--run", args.run, "--preset", preset])
+    stage("agent sft", (run / "agent" / "meta.json").is_file(), ["agent_sft.train", "--run", args.run, "--preset", preset])
+    print(f"[demo] training stages done in {time.time() - t0:.0f} s", flush=True)
+    if args.train_only:
+        return
+
+    env = {**os.environ, **({"KB_PATH": str(Path(args.kb).resolve())} if args.kb else {})}
+    model_url = f"http://127.0.0.1:{args.model_port}"
+    procs = [subprocess.Popen([sys.executable, "-m", "model.serve", "--checkpoint", str(run / "agent"),
+                               "--port", str(args.model_port)], cwd=ROOT, env=env)]
+    try:
+        wait_healthy(model_url + "/health", procs[0], "model server")
+        app_cmd = [sys.executable, "-m", "app.serve", "--model-url", model_url + "/v1", "--port", str(args.port)]
+        procs.append(subprocess.Popen(app_cmd + (["--kb", env["KB_PATH"]] if "KB_PATH" in env else []),
+                                      cwd=ROOT, env=env))
+        wait_healthy(f"http://127.0.0.1:{args.port}/health", procs[1], "web app")
+        print(f"\n[demo] ready in {time.time() - t0:.0f} s: open http://localhost:{args.port}  (Ctrl-C stops)\n",
+              flush=True)
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        raise SystemExit("[demo] a server exited unexpectedly")
+    except KeyboardInterrupt:
+        print("\n[demo] stopping", flush=True)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    main()
