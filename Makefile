@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN ?= default
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-e2e venv dev cuda bench-tokenizer clean
+.PHONY: demo test test-e2e venv dev browser cuda clean
 
 # The venv is rebuilt when a requirements file changes; the stamp file records a finished install.
 $(BIN)/.installed: requirements.txt pyproject.toml
@@ -21,13 +21,18 @@ $(BIN)/.installed-dev: $(BIN)/.installed requirements-dev.txt
 venv: $(BIN)/.installed
 dev: $(BIN)/.installed-dev
 
+# The browser tests drive Debian's chromium (Playwright's own browser download needs the internet).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium) || \
+	  { echo "could not install chromium: run 'apt-get install -y chromium' as root"; exit 1; }
+
 demo: venv
 	$(BIN)/python -m app.demo --run $(RUN)
 
-test: dev
+test: dev browser
 	$(BIN)/python -m pytest -q
 
-test-e2e: dev
+test-e2e: dev browser
 	$(BIN)/python -m pytest -q -m e2e
 
 cuda:
