@@ -1,0 +1,176 @@
+"""The agent loop against a scripted fake OpenAI-compatible server (tests/fake_openai.py)."""
+
+import asyncio
+import json
+import socket
+
+import pytest
+
+from agent.loop import Agent
+from agent.tools import run_tool
+from fake_openai import FakeOpenAI, Reply, serve
+
+Q = [{"role": "user", "content": "What is 1234 plus 5678?"}]
+
+
+@pytest.fixture(scope="module")
+def server():
+    fake = FakeOpenAI()
+    with serve(fake.app) as url:
+        yield fake, url + "/v1"
+
+
+@pytest.fixture
+def run_script(server):
+    """run_script(script, **agent_kw) -> (events, fake): one agent turn against this script."""
+    fake, url = server
+
+    def run(script, messages=Q, delay=0.0, **kw):
+        fake.reset(script, delay)
+        return list(Agent(url, **kw).run(messages)), fake
+    return run
+
+
+def collapse(events):
+    """Event types with runs of the same streamed type merged: the shape of the turn."""
+    out = []
+    for e in events:
+        if not out or out[-1] != e["type"] or e["type"] in ("action", "observation"):
+            out.append(e["type"])
+    return out
+
+
+def text(events, kind):
+    return "".join(e["delta"] for e in events if e["type"] == kind)
+
+
+def test_thought_action_observation_answer(run_script):
+    events, fake = run_script([
+        Reply(thought="I need to add 1234 and 5678.", tool="calc", args={"expression": "1234 + 5678"}),
+        Reply(thought="Got it.", answer="1234 plus 5678 is 6912."),
+    ])
+    assert collapse(events) == ["thought", "action", "observation", "thought", "answer", "done"]
+    assert len([e for e in events if e["type"] == "thought"]) > 3  # streamed token by token
+    action = next(e for e in events if e["type"] == "action")
+    assert action == {"type": "action", "delta": "calc(1234 + 5678)", "tool": "calc", "argument": "1234 + 5678"}
+    assert text(events, "observation") == "6912"  # computed by the real calc tool
+    assert text(events, "answer") == "1234 plus 5678 is 6912."
+
+    msgs = events[-1]["messages"]
+    assert [m["role"] for m in msgs] == ["user", "assistant", "tool", "assistant"]
+    call = msgs[1]["tool_calls"][0]
+    assert msgs[1]["reasoning_content"] == "I need to add 1234 and 5678."
+    assert call["function"] == {"name": "calc", "arguments": json.dumps({"expression": "1234 + 5678"})}
+    assert msgs[2] == {"role": "tool", "tool_call_id": call["id"], "content": "6912"}
+    assert msgs[3]["content"] == "1234 plus 5678 is 6912." and msgs[3]["reasoning_content"] == "Got it."
+
+    first, second = fake.requests
+    assert first["stream"] is True and first["temperature"] == 0
+    assert [t["function"]["name"] for t in first["tools"]] == ["calc", "lookup"]
+    assert first["messages"] == Q
+    assert second["messages"] == msgs[:3]  # the tool result went back to the model
+    assert Q == [{"role": "user", "content": "What is 1234 plus 5678?"}]  # caller's list untouched
+
+
+def test_multi_step_with_lookup(tmp_path, monkeypatch, run_script):
+    kb = tmp_path / "kb.json"
+    kb.write_text(json.dumps({"population of testland": "1200"}))
+    monkeypatch.setenv("KB_PATH", str(kb))
+    events, fake = run_script([
+        Reply(thought="Look it up.", tool="lookup", args={"query": "population of Testland"}),
+        Reply(thought="Now double it.", tool="calc", args={"expression": "1200 * 2"}),
+        Reply(answer="Twice the population is 2400."),
+    ])
+    assert collapse(events) == ["thought", "action", "observation", "thought", "action", "observation",
+                                "answer", "done"]
+    assert [e["delta"] for e in events if e["type"] == "observation"] == ["1200", "2400"]
+    assert len(fake.requests) == 3
+    tool_msgs = [m for m in fake.requests[2]["messages"] if m["role"] == "tool"]
+    assert [m["content"] for m in tool_msgs] == ["1200", "2400"]
+
+
+@pytest.mark.parametrize("reply, expected", [
+    (Reply(tool="calc", args={"expression": "1/0"}), run_tool("calc", "1/0")),
+    (Reply(tool="search", args={"query": "news"}), run_tool("search", "news")),
+    (Reply(tool="calc", raw_args='{"expression": "1+'), "error: tool arguments are not valid JSON"),
+    (Reply(tool="calc", args={"expr": 5}), 'error: calc expects {"expression": "..."}'),
+], ids=["tool-error", "unknown-tool", "bad-json", "wrong-argument"])
+def test_tool_problems_become_observations(reply, expected, run_script):
+    assert expected.startswith("error:")
+    events, fake = run_script([reply, Reply(answer="Sorry, that failed.")])
+    assert collapse(events) == ["action", "observation", "answer", "done"]
+    obs = text(events, "observation")
+    assert obs.startswith(expected)
+    tool_msg = fake.requests[1]["messages"][-1]
+    assert tool_msg["role"] == "tool" and tool_msg["content"] == obs  # the model sees the error
+
+
+def test_division_by_zero_reaches_the_model(run_script):
+    events, fake = run_script([Reply(tool="calc", args={"expression": "1/0"}), Reply(answer="Undefined.")])
+    assert fake.requests[1]["messages"][-1]["content"] == "error: division by zero"
+
+
+def test_step_limit(run_script):
+    loop = [Reply(tool="calc", args={"expression": f"{i} + 1"}) for i in range(5)]
+    events, fake = run_script(loop, max_steps=3)
+    assert len(fake.requests) == 3
+    assert collapse(events) == ["action", "observation", "action", "observation", "error"]
+    assert "step limit" in events[-1]["message"]
+
+
+@pytest.mark.parametrize("reply, message", [
+    (Reply(status=500), "HTTP 500: scripted failure 500"),
+    (Reply(status=400), "HTTP 400: scripted failure 400"),
+    (Reply(raw_lines=["data: {not json"]), "malformed stream"),
+    (Reply(raw_lines=["hello"]), "malformed stream"),
+    (Reply(raw_lines=['data: {"error": {"message": "out of memory"}}']), "out of memory"),
+    (Reply(answer="half an ans", truncate=True), "closed the stream"),
+], ids=["500", "400", "bad-json", "not-sse", "error-chunk", "truncated"])
+def test_server_errors_are_error_events(reply, message, run_script):
+    events, _ = run_script([reply])
+    assert events[-1]["type"] == "error" and message in events[-1]["message"]
+    assert all(e["type"] != "done" for e in events)
+
+
+def test_connection_refused():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    events = list(Agent(f"http://127.0.0.1:{port}/v1").run(Q))
+    assert len(events) == 1 and events[0]["type"] == "error"
+    assert "cannot reach the model server" in events[0]["message"]
+
+
+def test_bad_messages_are_an_error_event():
+    assert list(Agent("http://127.0.0.1:9/v1").run([]))[0]["type"] == "error"
+    assert list(Agent("http://127.0.0.1:9/v1").run("hi"))[0]["type"] == "error"
+
+
+def test_no_tools_mode(run_script):
+    events, fake = run_script([Reply(answer="Hello there!")], tools=False)
+    assert "tools" not in fake.requests[0]
+    assert collapse(events) == ["answer", "done"] and text(events, "answer") == "Hello there!"
+
+
+def test_async_run_gives_the_same_events(run_script, server):
+    script = [Reply(thought="Add.", tool="calc", args={"expression": "2 + 2"}), Reply(answer="4.")]
+    sync_events, fake = run_script(script)
+
+    async def collect():
+        return [e async for e in Agent(server[1]).arun(Q)]
+
+    fake.reset(script)
+    async_events = asyncio.run(collect())
+    for e in sync_events + async_events:  # tool_call ids differ per server request only
+        e.pop("messages", None)
+    assert async_events == sync_events
+
+
+def test_closing_the_generator_closes_the_stream(server):
+    fake, url = server
+    fake.reset([Reply(answer="a very slow answer " * 20)], delay=0.05)
+    events = Agent(url).run(Q)
+    assert next(events)["type"] == "answer"
+    events.close()
+    assert fake.disconnected.wait(5), "the server never saw the client go away"
+    assert fake.completed == 0
