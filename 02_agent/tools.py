@@ -104,7 +104,7 @@ def _digits(n: int) -> int:
 
 
 def _check(v: Fraction) -> Fraction:
-    """Every intermediate value must fit in MAX_DIGITS before and after the decimal point."""
+    """Every intermediate value's integer part and denominator must have at most MAX_DIGITS digits."""
     if abs(v.numerator) // v.denominator >= 10 ** MAX_DIGITS:
         raise CalcError("result too large")
     if _digits(v.denominator) > MAX_DIGITS:
@@ -182,7 +182,7 @@ def format_number(v: Fraction) -> str:
         den, twos = den // 2, twos + 1
     while den % 5 == 0:
         den, fives = den // 5, fives + 1
-    int_digits = _digits(v.numerator // v.denominator) if abs(v) >= 1 else 0
+    int_digits = _digits(abs(v.numerator) // v.denominator) if abs(v) >= 1 else 0
     if den == 1 and max(twos, fives) <= MAX_DIGITS:  # terminating decimal: print it exactly
         prec = int_digits + max(twos, fives) + 1
     else:
