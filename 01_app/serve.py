@@ -97,7 +97,8 @@ def create_app(model_url: str = DEFAULT_MODEL_URL, kb_path: str | None = None, *
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m app.serve", description="Serve the web chat (one page + POST /chat streaming agent events).")
+    p = argparse.ArgumentParser(prog="python -m app.serve",
+                                description="Serve the web chat (the page + POST /chat agent events).")
     p.add_argument("--model-url", default=DEFAULT_MODEL_URL, help="OpenAI-compatible base URL (…/v1)")
     p.add_argument("--kb", default=None, help="knowledge-base JSON file for the lookup tool (sets KB_PATH)")
     p.add_argument("--host", default="127.0.0.1")

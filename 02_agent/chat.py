@@ -48,7 +48,8 @@ def show_turn(agent: Agent, messages: list[dict], out: TextIO = sys.stdout) -> l
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m agent.chat", description="Chat with the tool-using agent in the terminal.")
+    p = argparse.ArgumentParser(prog="python -m agent.chat",
+                                description="Chat with the tool-using agent in the terminal.")
     p.add_argument("question", nargs="?", help="answer this one question and exit")
     p.add_argument("--model-url", default=DEFAULT_MODEL_URL, help="OpenAI-compatible base URL (…/v1)")
     p.add_argument("--model", default="default", help="model name sent to the server")

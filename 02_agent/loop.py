@@ -108,7 +108,8 @@ class _Turn:
         if not line or line.startswith((":", "event:", "id:", "retry:")):
             return []
         if not line.startswith("data:"):
-            raise AgentError(f"malformed stream from the model server: expected 'data:' lines, got {line[:80]!r}")
+            raise AgentError("malformed stream from the model server: expected 'data:' lines, "
+                             f"got {line[:80]!r}")
         data = line[5:].strip()
         if data == "[DONE]":
             self.stream_done = True

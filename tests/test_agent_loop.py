@@ -52,7 +52,8 @@ def test_thought_action_observation_answer(run_script):
     assert collapse(events) == ["thought", "action", "observation", "thought", "answer", "done"]
     assert len([e for e in events if e["type"] == "thought"]) > 3  # streamed token by token
     action = next(e for e in events if e["type"] == "action")
-    assert action == {"type": "action", "delta": "calc(1234 + 5678)", "tool": "calc", "argument": "1234 + 5678"}
+    assert action == {"type": "action", "delta": "calc(1234 + 5678)", "tool": "calc",
+                      "argument": "1234 + 5678"}
     assert text(events, "observation") == "6912"  # computed by the real calc tool
     assert text(events, "answer") == "1234 plus 5678 is 6912."
 
