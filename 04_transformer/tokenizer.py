@@ -62,14 +62,15 @@ def _merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
 
 
 class _ChunkCache(dict):
-    """chunk (str) -> token ids; a miss runs BPE. `dict.__missing__` keeps hits at C speed."""
+    """chunk (str) -> token ids; a miss runs BPE. `dict.__missing__` keeps hits at C speed.
+    Values are tuples: tuples of ints drop out of the garbage collector's tracking, lists don't."""
 
     def __init__(self, bpe):
         super().__init__()
         self.bpe = bpe
 
-    def __missing__(self, chunk: str) -> list[int]:
-        ids = self.bpe(chunk.encode("utf-8"))  # lone surrogates raise; encode_ordinary handles it
+    def __missing__(self, chunk: str) -> tuple[int, ...]:
+        ids = tuple(self.bpe(chunk.encode("utf-8")))  # lone surrogates raise; encode_ordinary handles it
         if len(self) >= _CACHE_MAX:
             self.clear()
         self[chunk] = ids
@@ -240,6 +241,9 @@ class Tokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         """Invalid UTF-8 (e.g. a sequence cut mid-character) becomes U+FFFD."""
         return self.decode_bytes(list(ids)).decode("utf-8", errors="replace")
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
 
     @property
     def mergeable_ranks(self) -> dict[bytes, int]:
