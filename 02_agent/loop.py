@@ -128,7 +128,9 @@ class _Turn:
         if not choices:  # e.g. a usage-only chunk
             return []
         choice = choices[0]
-        delta = choice.get("delta") or {}
+        delta = choice.get("delta") or {} if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            raise AgentError(f"malformed stream from the model server: bad choice in {data[:80]!r}")
         events = []
         if delta.get("reasoning_content"):
             self.reasoning.append(delta["reasoning_content"])

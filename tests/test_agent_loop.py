@@ -3,6 +3,8 @@
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -175,3 +177,20 @@ def test_closing_the_generator_closes_the_stream(server):
     events.close()
     assert fake.disconnected.wait(5), "the server never saw the client go away"
     assert fake.completed == 0
+
+
+def test_terminal_chat_one_question(server, tmp_path):
+    fake, url = server
+    kb = tmp_path / "kb.json"
+    kb.write_text(json.dumps({"capital of testland": "Testville"}))
+    fake.reset([Reply(thought="Look it up.", tool="lookup", args={"query": "capital of Testland"}),
+                Reply(answer="It is Testville.")])
+    out = subprocess.run([sys.executable, "-m", "agent.chat", "--model-url", url, "--kb", str(kb),
+                          "What is the capital of Testland?"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["💭 Look it up.", "🔧 lookup(capital of Testland)", "↳ Testville",
+                                       "It is Testville."]
+    fake.reset([Reply(status=503)])
+    out = subprocess.run([sys.executable, "-m", "agent.chat", "--model-url", url, "Hi"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "HTTP 503" in out.stdout

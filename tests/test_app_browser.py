@@ -34,6 +34,7 @@ def browser():
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} not found: install it with `apt-get install -y chromium` "
                     "(see `make test`)", pytrace=False)
+    expect.set_options(timeout=10_000)  # generous for slow CI machines
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, timeout=30_000)
         yield browser
@@ -65,7 +66,7 @@ def wait_idle(page):
 
 def test_streams_a_tool_turn_and_keeps_history(page, stack):
     fake, _ = stack
-    answer = "1234 plus 5678 is 6912, which I computed with the calculator tool just now."
+    answer = "1234 plus 5678 is 6912, " + " ".join(["which I computed with the calculator tool."] * 4)
     fake.reset([Reply(thought="I need to add 1234 and 5678.", tool="calc",
                       args={"expression": "1234 + 5678"}),
                 Reply(answer=answer)], delay=0.04)
@@ -75,11 +76,10 @@ def test_streams_a_tool_turn_and_keeps_history(page, stack):
     expect(page.locator(".thought")).to_contain_text("💭")
     expect(page.locator(".action")).to_have_text("🔧calc(1234 + 5678)")
     expect(page.locator(".observation")).to_have_text("↳6912")
-    # the answer grows token by token: catch it part-way
-    partial = page.locator(".answer .text")
-    expect(partial).to_contain_text("6912")
-    assert len(partial.text_content()) < len(answer)
-    expect(partial).to_have_text(answer)
+    # the answer grows token by token: catch it part-way (checked on every animation frame)
+    seen = page.wait_for_function("() => document.querySelector('.answer .text')?.textContent")
+    assert 0 < len(seen.json_value()) < len(answer)
+    expect(page.locator(".answer .text")).to_have_text(answer)
     wait_idle(page)
     assert page.locator(".thought .text").text_content() == "I need to add 1234 and 5678."
 
