@@ -63,7 +63,7 @@ def _tool_argument(name: str, raw: str) -> tuple[str | None, str]:
         if isinstance(args.get(key), str):
             return args[key], ""
         values = list(args.values())
-        if len(values) == 1 and isinstance(values[0], str):  # unknown tool: its one argument
+        if len(values) == 1 and isinstance(values[0], str):  # another key name or an unknown tool
             return values[0], ""
     want = f'{{"{key}": "..."}}' if key else "one string argument"
     return None, f"error: {name} expects {want}, got {raw}"
@@ -128,7 +128,7 @@ class _Turn:
         if not choices:  # e.g. a usage-only chunk
             return []
         choice = choices[0]
-        delta = choice.get("delta") or {} if isinstance(choice, dict) else None
+        delta = (choice.get("delta") or {}) if isinstance(choice, dict) else None
         if not isinstance(delta, dict):
             raise AgentError(f"malformed stream from the model server: bad choice in {data[:80]!r}")
         events = []
