@@ -23,7 +23,7 @@ dev: $(BIN)/.installed-dev
 
 # The browser tests drive Debian's chromium (Playwright's own browser download needs the internet).
 browser:
-	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium) || \
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium fonts-noto-color-emoji) || \
 	  { echo "could not install chromium: run 'apt-get install -y chromium' as root"; exit 1; }
 
 demo: venv
