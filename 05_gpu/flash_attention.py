@@ -55,7 +55,7 @@ def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, o
     return acc, l_i, m_i
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])  # T == 1 would otherwise become a constexpr
 def _fwd_kernel(Q, K, V, O, LSE, qk_scale, stride_qb, stride_qh, stride_qt, stride_kb, stride_kh,
                 stride_kt, stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot, H, T,
                 HEAD_D: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -124,7 +124,7 @@ def _bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, offs_n,
     return dk, dv
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])  # T == 1 would otherwise become a constexpr
 def _bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, Delta, qk_scale, sm_scale, T, HEAD_D: tl.constexpr,
                      CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per BLOCK_N keys of one head; all tensors contiguous (B*H, T, D)."""
@@ -177,7 +177,7 @@ def _bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, offs_m, offs_d, T, qk_s
     return dq
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])  # T == 1 would otherwise become a constexpr
 def _bwd_dq_kernel(Q, K, V, DO, DQ, LSE, Delta, qk_scale, sm_scale, T, HEAD_D: tl.constexpr,
                    CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per BLOCK_M queries of one head; all tensors contiguous (B*H, T, D)."""
@@ -207,15 +207,17 @@ def _tuned(kernel, configs: list, key: list):
     return kernel if INTERPRET else triton.autotune(configs, key=key)(kernel)
 
 
-def _cfgs(blocks: list, warps: tuple, stages: tuple) -> list:
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-            for m, n in blocks for w in warps for s in stages]
+def _cfgs(configs: list) -> list:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) tuples -> triton.Config list."""
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in configs]
 
 
 # Constraints: the forward and dQ kernels need BLOCK_N | BLOCK_M, the dK/dV kernel BLOCK_M | BLOCK_N.
-_fwd = _tuned(_fwd_kernel, _cfgs([(128, 64), (128, 128)], (4, 8), (3, 4)), ["T", "HEAD_D", "CAUSAL"])
-_dkdv = _tuned(_bwd_dkdv_kernel, _cfgs([(32, 128), (64, 128), (64, 64)], (4, 8), (2, 3)), ["T", "HEAD_D", "CAUSAL"])
-_dq = _tuned(_bwd_dq_kernel, _cfgs([(128, 32), (128, 64), (64, 64)], (4, 8), (2, 3)), ["T", "HEAD_D", "CAUSAL"])
+# Few configs on purpose: every one is compiled per (HEAD_D, CAUSAL) and timed per T.
+_KEY = ["T", "HEAD_D", "CAUSAL"]
+_fwd = _tuned(_fwd_kernel, _cfgs([(128, 64, 4, 3), (128, 64, 4, 4), (128, 64, 8, 3), (128, 128, 8, 3)]), _KEY)
+_dkdv = _tuned(_bwd_dkdv_kernel, _cfgs([(32, 128, 4, 3), (32, 128, 4, 5), (64, 128, 8, 3)]), _KEY)
+_dq = _tuned(_bwd_dq_kernel, _cfgs([(128, 32, 4, 3), (128, 32, 4, 5), (128, 64, 8, 3)]), _KEY)
 _INTERP_BLOCKS = {"fwd": (32, 16), "dkdv": (16, 32), "dq": (32, 16)}  # exercise BLOCK_M != BLOCK_N
 
 

@@ -16,8 +16,7 @@ def _configs() -> list:
     # (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages): H100-sized tiles; the
     # autotuner times each on the first call per (M, N, K) and keeps the fastest.
     shapes = [(128, 256, 64, 8, 8, 3), (256, 128, 64, 8, 8, 3), (128, 128, 64, 8, 4, 4),
-              (128, 128, 64, 8, 8, 4), (128, 64, 64, 8, 4, 4), (64, 128, 64, 8, 4, 4),
-              (64, 64, 64, 8, 4, 4), (128, 128, 32, 8, 4, 4)]
+              (128, 128, 64, 8, 8, 4), (128, 64, 64, 8, 4, 4)]
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": g},
                           num_warps=w, num_stages=s) for m, n, k, g, w, s in shapes]
 
