@@ -17,6 +17,7 @@ loops over query blocks and accumulates dK, dV; another per query block loops ov
 accumulates dQ. Probabilities are recomputed from the saved log-sum-exp.
 """
 import math
+import os
 
 import torch
 
@@ -203,8 +204,11 @@ def _bwd_dq_kernel(Q, K, V, DO, DQ, LSE, Delta, qk_scale, sm_scale, T, HEAD_D: t
 
 
 def _tuned(kernel, configs: list, key: list):
-    """Autotuned kernel on the GPU; the interpreter runs the kernel with fixed small blocks."""
-    return kernel if INTERPRET else triton.autotune(configs, key=key)(kernel)
+    """Autotuned kernel on the GPU (GPU_AUTOTUNE=0: first config only, no tuning, fast start);
+    the interpreter runs the kernel with fixed small blocks."""
+    if INTERPRET:
+        return kernel
+    return triton.autotune(configs if os.environ.get("GPU_AUTOTUNE", "1") != "0" else configs[:1], key=key)(kernel)
 
 
 def _cfgs(configs: list) -> list:

@@ -4,6 +4,8 @@ C = A @ B, A (M, K), B (K, N). Each program computes one BLOCK_M x BLOCK_N tile 
 BLOCK_K steps. Programs are numbered in GROUP_M-row groups ("grouped ordering") so tiles that run
 at the same time share rows of A and columns of B, which then stay in L2.
 """
+import os
+
 import torch
 
 from gpu.triton_util import INTERPRET, check_device, dot
@@ -54,7 +56,9 @@ def _matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K,
 
 
 # The interpreter runs one fixed small config: autotuning there would only multiply test time.
-_tuned_kernel = _matmul_kernel if INTERPRET else triton.autotune(_configs(), key=["M", "N", "K"])(_matmul_kernel)
+# GPU_AUTOTUNE=0: first config only (no tuning, fast start).
+_CONFIGS = _configs() if os.environ.get("GPU_AUTOTUNE", "1") != "0" else _configs()[:1]
+_tuned_kernel = _matmul_kernel if INTERPRET else triton.autotune(_CONFIGS, key=["M", "N", "K"])(_matmul_kernel)
 _INTERPRET_META = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4}
 
 
