@@ -1,0 +1,296 @@
+"""The inference engine: one scheduler thread, continuous batching over slots of one KV cache.
+
+A request is a prompt (token ids) plus how to sample and when to stop. The scheduler thread owns
+the model and the cache; nothing else touches them. Each loop iteration:
+
+1. admits waiting requests into free slots: the prompt is prefilled into the slot's cache row
+   (`rows=slice(r, r+1)`; the row starts empty, so attention is a plain causal forward) and the
+   first token is sampled from the prefill's last logits;
+2. drops cancelled sequences (a client went away);
+3. decodes every active sequence together: one token each, one forward for the whole batch;
+4. turns each new token into text (TextStream), checks stop tokens, stop strings and max_tokens,
+   and retires finished sequences, whose slot is free for the next iteration.
+
+So requests join and leave the running batch between any two decode steps (continuous batching);
+nobody waits for the longest sequence of a "batch".
+
+Slots are kept compacted: active sequences live in cache rows 0..n-1. When the sequence in row i
+finishes, the sequence in the last row moves into row i (a copy of its filled keys/values, ~n_layer
+small copies). That way a step always runs rows 0..n-1: no wasted compute on idle rows in eager
+mode, and a short list of static shapes for CUDA graphs (decode.py).
+
+Results go back to the asyncio side through each request's queue, batched per step with one
+`loop.call_soon_threadsafe` per event loop: the event loop never waits on the model.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+
+from .decode import EagerDecoder, GraphDecoder
+from .sampling import SamplingParams, sample
+from .textstream import TextStream
+
+log = logging.getLogger("model.engine")
+
+
+class QueueFull(RuntimeError):
+    """Too many requests are waiting for a slot (HTTP 429)."""
+
+
+class EngineClosed(RuntimeError):
+    """The engine is shutting down and takes no new requests (HTTP 503)."""
+
+
+@dataclass
+class Token:
+    text: str                  # text released by this token (may be "" while a stop string is possible)
+    special: int | None = None  # a special token id (only when specials are not decoded as text)
+
+
+@dataclass
+class Done:
+    finish_reason: str         # "stop" | "length" | "cancelled"
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class Failed:
+    message: str
+
+
+_ids = itertools.count(1)
+
+
+class Request:
+    """One generation. Events (Token..., then Done or Failed) arrive on `events`: an asyncio.Queue
+    when `loop` is given (the server), else a thread-safe queue.SimpleQueue."""
+
+    def __init__(self, prompt: list[int], max_tokens: int, sampling: SamplingParams = SamplingParams(),
+                 stop: list[str] | tuple[str, ...] = (), stop_ids: set[int] | frozenset[int] = frozenset(),
+                 specials_as_text: bool = True, loop=None):
+        self.id = next(_ids)
+        self.prompt, self.max_tokens, self.sampling = list(prompt), max_tokens, sampling
+        self.stop, self.stop_ids, self.specials_as_text = list(stop), frozenset(stop_ids), specials_as_text
+        self.loop = loop
+        self.events = asyncio.Queue() if loop is not None else queue.SimpleQueue()
+        self.cancelled = False
+
+
+class _Seq:
+    """A request in a slot."""
+    __slots__ = ("req", "text", "gen", "last", "n_out")
+
+    def __init__(self, req: Request, device: torch.device, tok):
+        self.req, self.last, self.n_out = req, -1, 0
+        self.text = TextStream(tok, req.stop, req.specials_as_text)
+        self.gen = req.sampling.generator(device)
+
+
+class Engine:
+    def __init__(self, model, tok, max_batch: int = 8, max_queue: int = 64,
+                 cuda_graphs: bool | None = None, step_delay: float = 0.0):
+        self.model, self.tok = model.eval(), tok
+        self.device = next(model.parameters()).device
+        self.block_size = model.config.block_size
+        self.max_batch, self.max_queue, self.step_delay = max_batch, max_queue, step_delay
+        self.cache = model.new_kv_cache(max_batch)
+        use_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        self.decoder = GraphDecoder(model, self.cache) if use_graphs else EagerDecoder(model, self.cache)
+        self.slots: list[_Seq] = []
+        self.waiting: deque[Request] = deque()
+        self.cv = threading.Condition()
+        self.closing = False
+        self.stats = dict(requests=0, completed=0, cancelled=0, failed=0, tokens=0, steps=0, peak_active=0)
+        self._outbox: list[tuple[Request, object]] = []
+        self.thread = threading.Thread(target=self._run, name="engine", daemon=True)
+
+    # ------------------------------------------------------------------ called from other threads
+    def start(self, warmup: bool = False) -> "Engine":
+        if warmup and isinstance(self.decoder, GraphDecoder):
+            with torch.no_grad():
+                self.decoder.warmup()
+        self.thread.start()
+        return self
+
+    def fit_max_tokens(self, prompt_len: int, max_tokens: int | None) -> int:
+        """The completion budget: the request's max_tokens clamped so prompt + completion fits the
+        context window. Raises ValueError when the prompt alone leaves no room."""
+        room = self.block_size - prompt_len
+        if prompt_len < 1:
+            raise ValueError("the prompt is empty")
+        if room < 1:
+            raise ValueError(f"the prompt has {prompt_len} tokens; the context window is {self.block_size} "
+                             f"tokens and must leave room for at least one new token")
+        return room if max_tokens is None else min(max_tokens, room)
+
+    def submit(self, req: Request) -> Request:
+        if req.max_tokens < 1 or len(req.prompt) + req.max_tokens > self.block_size or not req.prompt:
+            raise ValueError("prompt + max_tokens must fit the context window (use fit_max_tokens)")
+        with self.cv:
+            if self.closing:
+                raise EngineClosed("the server is shutting down")
+            if len(self.waiting) >= self.max_queue:
+                raise QueueFull(f"{len(self.waiting)} requests are already waiting (max_queue={self.max_queue})")
+            self.waiting.append(req)
+            self.stats["requests"] += 1
+            self.cv.notify()
+        return req
+
+    def cancel(self, req: Request) -> None:
+        """Stop generating for req at the next step (the client went away)."""
+        req.cancelled = True
+        with self.cv:
+            self.cv.notify()
+
+    def health(self) -> dict:
+        with self.cv:
+            active, waiting = len(self.slots), len(self.waiting)
+        return {"slots": {"total": self.max_batch, "active": active, "free": self.max_batch - active},
+                "queue": {"waiting": waiting, "max": self.max_queue}, "stats": dict(self.stats),
+                "draining": self.closing}
+
+    def stop(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Take no new requests; finish (drain=True) or cancel the ones in flight; join the thread."""
+        with self.cv:
+            self.closing = True
+            if not drain:
+                for r in [*self.waiting, *(s.req for s in self.slots)]:
+                    r.cancelled = True
+            self.cv.notify()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+    # ------------------------------------------------------------------ the scheduler thread
+    def _run(self) -> None:
+        with torch.no_grad():
+            while True:
+                with self.cv:
+                    while not self.slots and not self.waiting and not self.closing:
+                        self.cv.wait()
+                    if self.closing and not self.slots and not self.waiting:
+                        return
+                    admit = []
+                    while self.waiting and len(self.slots) + len(admit) < self.max_batch:
+                        admit.append(self.waiting.popleft())
+                try:
+                    self._iteration(admit)
+                except Exception as e:  # a bug or a device error: fail the batch, keep serving
+                    log.error("engine step failed:\n%s", traceback.format_exc())
+                    for s in self.slots:
+                        self._emit(s.req, Failed(f"engine error: {e}"))
+                    self.stats["failed"] += len(self.slots)
+                    self.slots.clear()
+                    self.cache.reset()
+                self._flush()
+                if self.step_delay and self.slots:
+                    time.sleep(self.step_delay)
+
+    def _iteration(self, admit: list[Request]) -> None:
+        for req in admit:
+            if req.cancelled:
+                self.stats["cancelled"] += 1
+                self._emit(req, Done("cancelled", len(req.prompt), 0))
+                continue
+            try:
+                self._prefill(req)
+            except Exception as e:  # e.g. a device error on this prompt: fail it alone
+                log.error("prefill failed:\n%s", traceback.format_exc())
+                if self.slots and self.slots[-1].req is req:
+                    self.slots.pop()
+                    self.cache.reset(slice(len(self.slots), len(self.slots) + 1))
+                self.stats["failed"] += 1
+                self._emit(req, Failed(f"prefill failed: {e}"))
+        finished = [i for i, s in enumerate(self.slots) if s.req.cancelled]
+        for i in finished:
+            self.stats["cancelled"] += 1
+            self._emit(self.slots[i].req, Done("cancelled", len(self.slots[i].req.prompt), self.slots[i].n_out))
+        self._retire(finished)
+        if not self.slots:
+            return
+        self.stats["peak_active"] = max(self.stats["peak_active"], len(self.slots))
+        logits = self.decoder.step([s.last for s in self.slots])
+        tokens = sample(logits, [s.req.sampling for s in self.slots], [s.gen for s in self.slots]).tolist()
+        self.stats["steps"] += 1
+        self._retire([i for i, (s, t) in enumerate(zip(self.slots, tokens)) if self._advance(s, t)])
+
+    def _prefill(self, req: Request) -> None:
+        row = len(self.slots)
+        rows = slice(row, row + 1)
+        self.cache.reset(rows)
+        seq = _Seq(req, self.device, self.tok)
+        self.slots.append(seq)
+        idx = torch.tensor([req.prompt], dtype=torch.long, device=self.device)
+        logits, _ = self.model(idx, kv_cache=self.cache, rows=rows)
+        token = sample(logits[:, -1, :], [req.sampling], [seq.gen]).item()
+        if self._advance(seq, token):
+            self._retire([row])
+
+    def _advance(self, seq: _Seq, token: int) -> bool:
+        """Account for one new token of seq; emit its text; True when seq is finished."""
+        req = seq.req
+        seq.last, seq.n_out = token, seq.n_out + 1
+        self.stats["tokens"] += 1
+        if token in req.stop_ids:
+            text, special, reason = seq.text.close(), (None if req.specials_as_text else token), "stop"
+        else:
+            text, special, stopped = seq.text.push(token)
+            reason = "stop" if stopped else ("length" if seq.n_out >= req.max_tokens else None)
+            if reason == "length":
+                text += seq.text.close()
+        if text or special is not None:
+            self._emit(req, Token(text, special))
+        if reason is not None:
+            self.stats["completed"] += 1
+            self._emit(req, Done(reason, len(req.prompt), seq.n_out))
+        return reason is not None
+
+    def _retire(self, indices: list[int]) -> None:
+        """Free the slots at `indices`, moving the last active rows into the holes."""
+        for i in sorted(indices, reverse=True):
+            last = len(self.slots) - 1
+            if i != last:
+                self._move_row(last, i)
+                self.slots[i] = self.slots[last]
+            self.slots.pop()
+            self.cache.reset(slice(last, last + 1))
+
+    def _move_row(self, src: int, dst: int) -> None:
+        n = int(self.cache.lengths[src])
+        self.cache.k[:, dst, :, :n].copy_(self.cache.k[:, src, :, :n])
+        self.cache.v[:, dst, :, :n].copy_(self.cache.v[:, src, :, :n])
+        self.cache.lengths[dst] = n
+
+    # ------------------------------------------------------------------ delivery
+    def _emit(self, req: Request, event) -> None:
+        self._outbox.append((req, event))
+
+    def _flush(self) -> None:
+        """Hand this iteration's events over: one call_soon_threadsafe per event loop."""
+        by_loop: dict = {}
+        for req, event in self._outbox:
+            if req.loop is None:
+                req.events.put(event)
+            else:
+                by_loop.setdefault(req.loop, []).append((req, event))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # that event loop is closed: nobody is listening any more
+                pass
+
+
+def _deliver(items: list[tuple[Request, object]]) -> None:
+    for req, event in items:
+        req.events.put_nowait(event)
