@@ -14,10 +14,11 @@ import base64
 import codecs
 import heapq
 import json
+import operator
 import os
 import tempfile
 from collections import Counter, defaultdict
-from itertools import chain
+from itertools import chain, repeat
 from typing import Iterable
 
 import regex
@@ -27,25 +28,34 @@ GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|
 GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
                 r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
 PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}
+# The same splits without possessive quantifiers, ~15% faster in `regex`. Equivalent because no
+# branch can succeed by backtracking into them: X?\p{L}+ with X a non-letter, runs followed by
+# nothing, and \s+$ (only the whole run can reach the end). The tests compare against tiktoken.
+_FAST_EQUIVALENT = {
+    GPT2_PATTERN: r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+$|\s+(?!\S)|\s""",
+    GPT4_PATTERN: r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+                  r"""|\s+$|\s*[\r\n]|\s+(?!\S)|\s""",
+}
 SPECIAL_TOKENS = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>",
                   "<|thought|>", "<|action|>", "<|observation|>", "<|answer|>"]
 RANKS_FILE, CONFIG_FILE = "tokenizer.tiktoken", "tokenizer.json"
 _NO_RANK = 1 << 62          # "this pair cannot merge"; larger than any real rank
+_LONG_PIECE = 128           # chunks longer than this (bytes) merge with a heap, not O(n^2) scans
 _CACHE_MAX = 1 << 18        # chunk cache entries before it is cleared (bounded memory in a server)
+_BYTES = [bytes([b]) for b in range(256)]
 
 
 class TokenizerError(ValueError):
     """A missing, corrupt or inconsistent tokenizer file, or bad arguments."""
 
 
-def resolve_pattern(pattern: str) -> str:
-    """'gpt2' / 'gpt4' -> tiktoken's regex; anything else is taken as a regex and must compile."""
+def resolve_pattern(pattern: str) -> tuple[str, regex.Pattern]:
+    """'gpt2' / 'gpt4' / a regex -> (the pattern as tiktoken gets it, a compiled fast equivalent)."""
     pat = PATTERNS.get(pattern, pattern)
     try:
-        regex.compile(pat)
-    except regex.error as e:
+        return pat, regex.compile(_FAST_EQUIVALENT.get(pat, pat))
+    except (regex.error, TypeError) as e:
         raise TokenizerError(f"bad split pattern {pattern!r}: {e}") from None
-    return pat
 
 
 def _merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
@@ -87,8 +97,7 @@ class Tokenizer:
             raise TokenizerError(f"ranks lack {len(missing)} single-byte tokens (e.g. byte {missing[0]})")
         if len(set(ranks.values())) != len(ranks):
             raise TokenizerError("ranks are not unique: two tokens share an id")
-        self.pattern = resolve_pattern(pattern)
-        self._pat = regex.compile(self.pattern)
+        self.pattern, self._pat = resolve_pattern(pattern)
         self._ranks = dict(ranks)
         specials = SPECIAL_TOKENS if special_tokens is None else special_tokens
         if not isinstance(specials, dict):
@@ -108,13 +117,13 @@ class Tokenizer:
     @classmethod
     def train(cls, text: str | Iterable[str], vocab_size: int, pattern: str = "gpt4",
               special_tokens: list[str] | None = None, verbose: bool = False) -> "Tokenizer":
-        """Learn merges until the vocab (256 bytes + merges + specials) has vocab_size tokens,
-        or no pair occurs twice... or at all (tiny texts then give a smaller vocab)."""
+        """Learn merges until the vocab (256 bytes + merges + specials) has vocab_size tokens, or
+        no adjacent pair is left (a tiny text gives a smaller vocab). Ties: the smallest pair."""
         specials = list(SPECIAL_TOKENS if special_tokens is None else special_tokens)
         n_tokens = vocab_size - len(specials)
         if n_tokens < 256:
             raise TokenizerError(f"vocab_size {vocab_size} < 256 bytes + {len(specials)} specials")
-        pat = regex.compile(resolve_pattern(pattern))
+        pat = resolve_pattern(pattern)[1]
         counts: Counter[str] = Counter()
         for t in ([text] if isinstance(text, str) else text):
             counts.update(pat.findall(t))
@@ -170,9 +179,11 @@ class Tokenizer:
         rank = ranks.get(piece)
         if rank is not None:                      # fast path: the whole chunk is one token
             return [rank]
+        if len(piece) > _LONG_PIECE:
+            return self._bpe_long(piece)
         get = ranks.get
-        parts = [piece[i:i + 1] for i in range(len(piece))]
-        pair_ranks = [get(parts[i] + parts[i + 1], _NO_RANK) for i in range(len(parts) - 1)]
+        parts = list(map(_BYTES.__getitem__, piece))
+        pair_ranks = list(map(get, map(operator.add, parts, parts[1:]), repeat(_NO_RANK)))
         while pair_ranks:
             best = min(pair_ranks)
             if best == _NO_RANK:
@@ -184,7 +195,34 @@ class Tokenizer:
                 pair_ranks[i] = get(parts[i] + parts[i + 1], _NO_RANK)
             if i > 0:
                 pair_ranks[i - 1] = get(parts[i - 1] + parts[i], _NO_RANK)
-        return [ranks[p] for p in parts]
+        return list(map(ranks.__getitem__, parts))
+
+    def _bpe_long(self, piece: bytes) -> list[int]:
+        """The same merges in O(n log n) for long chunks (a 100 kB run of one letter would take
+        O(n^2) above): a heap of (rank, start) gives the lowest rank, leftmost on ties; parts are
+        a linked list of start offsets; stale heap entries are skipped."""
+        get, n = self._ranks.get, len(piece)
+        nxt, prv, alive = list(range(1, n + 1)), list(range(-1, n - 1)), [True] * n
+        heap = [(r, i) for i in range(n - 1) if (r := get(piece[i:i + 2])) is not None]
+        heapq.heapify(heap)
+        while heap:
+            r, i = heapq.heappop(heap)
+            if not alive[i] or nxt[i] == n or get(piece[i:nxt[nxt[i]]]) != r:
+                continue
+            j = nxt[i]
+            alive[j], k = False, nxt[j]     # part i absorbs part j and now ends at k
+            nxt[i] = k
+            if k < n:
+                prv[k] = i
+                if (rr := get(piece[i:nxt[k]])) is not None:
+                    heapq.heappush(heap, (rr, i))
+            if (p := prv[i]) >= 0 and (rr := get(piece[p:k])) is not None:
+                heapq.heappush(heap, (rr, p))
+        out, i = [], 0
+        while i < n:
+            out.append(self._ranks[piece[i:nxt[i]]])
+            i = nxt[i]
+        return out
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode text with no special-token handling (specials spelled in text are plain text)."""
@@ -199,6 +237,8 @@ class Tokenizer:
         """allowed_special: () (default: specials are plain text), "all", or a set of names."""
         if allowed_special == "all":
             allowed = frozenset(self.special_tokens)
+        elif isinstance(allowed_special, str):
+            raise TokenizerError(f"allowed_special must be 'all' or a set of names, not {allowed_special!r}")
         else:
             allowed = frozenset(allowed_special)
             unknown = allowed - self.special_tokens.keys()
@@ -229,18 +269,22 @@ class Tokenizer:
         try:
             return self._id_to_bytes[token_id]
         except (KeyError, TypeError):
+            pass
+        try:
+            return self._id_to_bytes[operator.index(token_id)]
+        except (KeyError, TypeError, ValueError):
             raise TokenizerError(f"invalid token id {token_id!r} (vocab_size {self.vocab_size})") from None
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        ids = ids if isinstance(ids, list) else list(ids)
         try:
             return b"".join(map(self._id_to_bytes.__getitem__, ids))
-        except (KeyError, TypeError):
-            bad = next(i for i in ids if i not in self._id_to_bytes)
-            raise TokenizerError(f"invalid token id {bad!r} (vocab_size {self.vocab_size})") from None
+        except (KeyError, TypeError):  # report the first bad id (tensor elements go through __index__)
+            return b"".join(map(self.id_to_bytes, ids))
 
     def decode(self, ids: Iterable[int]) -> str:
         """Invalid UTF-8 (e.g. a sequence cut mid-character) becomes U+FFFD."""
-        return self.decode_bytes(list(ids)).decode("utf-8", errors="replace")
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def clear_cache(self) -> None:
         self._cache.clear()

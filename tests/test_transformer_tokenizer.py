@@ -127,6 +127,20 @@ def test_arbitrary_ranks_match_tiktoken():
             assert_same_as_tiktoken(tok, enc, text)
 
 
+def test_long_chunks_heap_merge_matches_tiktoken(gpt2_tok, trained_tok, monkeypatch):
+    """Long chunks take the O(n log n) heap path; force it everywhere and on a few long runs."""
+    import transformer.tokenizer as tokenizer_module
+    long_texts = ["a" * 3000, "ab" * 777 + "b", "x" + "中" * 500, " " * 2000 + "a", "1" * 999, "!?" * 900]
+    for threshold in (1, 128):
+        monkeypatch.setattr(tokenizer_module, "_LONG_PIECE", threshold)
+        for tok in (gpt2_tok, trained_tok):
+            tok.clear_cache()
+            enc = tiktoken_of_cached(tok)
+            for text in CORPUS + long_texts:
+                assert tok.encode(text) == enc.encode(text, disallowed_special=()), text[:40]
+            tok.clear_cache()
+
+
 def test_training_is_byte_level_and_sized(trained_tok):
     tok = trained_tok
     assert tok.vocab_size == 700
