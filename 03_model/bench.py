@@ -1,0 +1,213 @@
+"""Serving benchmark (not a test): `python -m model.bench [--device auto] [--out reports]`.
+
+Random weights of a fixed shape (gpt2-124m on a GPU, the cpu preset on a CPU), measured through
+the Engine in-process with the same asyncio delivery path as the HTTP server (no HTTP/JSON/SSE):
+- prefill ms for one prompt (512 tokens, or half the window when that is smaller);
+- decode ms/token at batch 1 (the raw step, and through the engine as a client sees it);
+- tokens/s and p50/p99 inter-token latency at 1, 8, 32, 64 concurrent streams (greedy, no stop);
+- the same weights in Hugging Face transformers' generate() (greedy, use_cache=True): ms/token at
+  batch 1 and tokens/s at batch 32.
+Writes <out>/serving_<device>.json and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from transformer import GPT, GPTConfig
+from transformer.tokenizer import Tokenizer
+
+from .engine import Done, Engine, Request
+from .sampling import SamplingParams
+from .serve import pick_device
+
+PRESETS = {"gpt2-124m": GPTConfig(block_size=1024, vocab_size=50304, n_layer=12, n_head=12, n_embd=768),
+           "cpu": GPTConfig(block_size=256, vocab_size=4096, n_layer=4, n_head=4, n_embd=128)}
+GREEDY = SamplingParams(temperature=0.0)
+
+
+def synthetic_tokenizer(vocab_size: int) -> Tokenizer:
+    """A tokenizer covering exactly vocab_size ids (bytes, then byte pairs, then the specials), so
+    that every id a random model emits decodes: detokenization costs what it costs in production."""
+    ranks = {bytes([i]): i for i in range(256)}
+    pairs = (bytes(p) for p in itertools.product(range(256), repeat=2))
+    for i, b in zip(range(256, vocab_size - 8), pairs):
+        ranks[b] = i
+    return Tokenizer(ranks, "gpt2")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_ms(fn, device, reps: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+async def run_streams(engine: Engine, n: int, prompt_len: int, max_tokens: int, vocab: int) -> dict:
+    loop = asyncio.get_running_loop()
+    g = torch.Generator().manual_seed(n)
+    reqs = [Request(torch.randint(0, vocab, (prompt_len,), generator=g).tolist(), max_tokens, GREEDY,
+                    loop=loop) for _ in range(n)]
+
+    async def consume(req: Request) -> tuple[list[float], int]:
+        stamps, tokens = [], 0
+        while True:
+            ev = await req.events.get()
+            if isinstance(ev, Done):
+                return stamps, ev.completion_tokens
+            stamps.append(time.perf_counter())
+
+    t0 = time.perf_counter()
+    for r in reqs:
+        engine.submit(r)
+    results = await asyncio.gather(*(consume(r) for r in reqs))
+    wall = time.perf_counter() - t0
+    gaps = [(b - a) * 1e3 for stamps, _ in results for a, b in zip(stamps, stamps[1:])]
+    total = sum(t for _, t in results)
+    return {"streams": n, "completion_tokens": total, "wall_s": round(wall, 3),
+            "tokens_per_s": round(total / wall, 1), "itl_p50_ms": round(pct(gaps, 0.5), 3),
+            "itl_p99_ms": round(pct(gaps, 0.99), 3),
+            "ttft_p50_ms": round(pct([(s[0] - t0) * 1e3 for s, _ in results], 0.5), 2)}
+
+
+def bench_hf(model: GPT, device: torch.device, dtype, prompt_len: int, n_tokens: int) -> dict:
+    from transformers import GPT2LMHeadModel  # the comparison only; the server never imports it
+    from transformer.hf import export_hf_gpt2
+    with tempfile.TemporaryDirectory() as d:
+        export_hf_gpt2(model, d)
+        hf = GPT2LMHeadModel.from_pretrained(d, torch_dtype=dtype).to(device).eval()
+    V = model.config.vocab_size
+
+    def gen(batch: int, new: int):
+        ids = torch.randint(0, V, (batch, prompt_len), device=device)
+        with torch.no_grad():
+            hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
+                        do_sample=False, use_cache=True, pad_token_id=0)
+    short, long = max(2, n_tokens // 4), n_tokens
+    t_short = median_ms(lambda: gen(1, short), device, reps=3, warmup=1)
+    t_long = median_ms(lambda: gen(1, long), device, reps=3, warmup=0)
+    t32 = median_ms(lambda: gen(32, long), device, reps=2, warmup=1)
+    import transformers
+    return {"transformers": transformers.__version__, "attn_implementation": hf.config._attn_implementation,
+            "b1_ms_per_token": round((t_long - t_short) / (long - short), 3),
+            "b32_tokens_per_s": round(32 * long / (t32 / 1e3), 1)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="reports")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="model shape (default: gpt2-124m on a GPU, cpu on a CPU)")
+    p.add_argument("--tokens", type=int, default=None, help="new tokens per stream (default 256 GPU / 64 CPU)")
+    p.add_argument("--streams", default="1,8,32,64", help="concurrency levels")
+    p.add_argument("--no-hf", action="store_true", help="skip the transformers comparison")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    gpu = device.type == "cuda"
+    preset = args.preset or ("gpt2-124m" if gpu else "cpu")
+    cfg = PRESETS[preset]
+    dtype = torch.bfloat16 if gpu else torch.float32
+    n_tokens = args.tokens or (256 if gpu else 64)
+    levels = [int(x) for x in args.streams.split(",")]
+    torch.manual_seed(0)
+    model = GPT(cfg).to(device=device, dtype=dtype).eval()
+    tok = synthetic_tokenizer(cfg.vocab_size)
+    engine = Engine(model, tok, max_batch=max(levels))
+    t = time.perf_counter()
+    engine.start(warmup=True)  # captures every CUDA graph bucket up front on a GPU
+    warmup_s = time.perf_counter() - t
+    name = torch.cuda.get_device_name(device) if gpu else platform.processor() or "cpu"
+    report = {"device": name, "preset": preset, "config": cfg.to_dict(), "dtype": str(dtype),
+              "params_M": round(model.num_params() / 1e6, 1), "torch": torch.__version__,
+              "cuda_graphs": engine.decoder.__class__.__name__ == "GraphDecoder",
+              "graph_warmup_s": round(warmup_s, 2), "threads": torch.get_num_threads(),
+              "method": "in-process through the Engine (scheduler thread + asyncio delivery), no HTTP"}
+
+    P = min(512, cfg.block_size // 2)
+    prompt = torch.randint(0, cfg.vocab_size, (1, P), device=device)
+    cache = model.new_kv_cache(1)
+
+    def prefill():
+        cache.reset()
+        with torch.no_grad():
+            model(prompt, kv_cache=cache)
+    report["prefill"] = {"prompt_tokens": P, "ms": round(median_ms(prefill, device, reps=10), 3)}
+
+    def raw_step():  # one decode step at batch 1 through the engine's decoder, plus the argmax
+        engine.cache.lengths[0] = 32
+        with torch.no_grad():
+            engine.decoder.step([1]).argmax(-1).tolist()
+    report["decode_step_b1_ms"] = round(median_ms(raw_step, device, reps=50), 4)
+    engine.cache.reset()
+
+    async def streams():
+        await run_streams(engine, min(8, max(levels)), 32, 8, cfg.vocab_size)  # warm up
+        return [await run_streams(engine, n, 32, n_tokens, cfg.vocab_size) for n in levels]
+    report["concurrency"] = asyncio.run(streams())
+    report["engine_b1_ms_per_token"] = next((r["itl_p50_ms"] for r in report["concurrency"] if r["streams"] == 1), None)
+    engine.stop()
+    if not args.no_hf:
+        report["hf"] = bench_hf(model, device, dtype, 32, n_tokens)
+        report["speedup_b1_vs_hf"] = round(report["hf"]["b1_ms_per_token"] / report["engine_b1_ms_per_token"], 1)
+    write(report, Path(args.out), "cpu" if not gpu else slug(name))
+
+
+def slug(gpu_name: str) -> str:
+    for k in ("H200", "H100", "A100", "L4", "A10"):
+        if k in gpu_name:
+            return k.lower()
+    return "cuda"
+
+
+def write(report: dict, out: Path, tag: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"serving_{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [f"# Serving benchmark: {report['preset']} on {report['device']}", "",
+             f"{report['params_M']}M params, {report['dtype']}, CUDA graphs: {report['cuda_graphs']}, "
+             f"{report['method']}.", "",
+             f"- prefill of {report['prefill']['prompt_tokens']} tokens: {report['prefill']['ms']} ms",
+             f"- decode step at batch 1 (model + argmax): {report['decode_step_b1_ms']} ms",
+             f"- decode at batch 1 through the engine: {report['engine_b1_ms_per_token']} ms/token", "",
+             "| streams | tokens/s | ITL p50 ms | ITL p99 ms | TTFT p50 ms |", "|---|---|---|---|---|"]
+    lines += [f"| {r['streams']} | {r['tokens_per_s']} | {r['itl_p50_ms']} | {r['itl_p99_ms']} | {r['ttft_p50_ms']} |"
+              for r in report["concurrency"]]
+    if "hf" in report:
+        hf = report["hf"]
+        lines += ["", f"Hugging Face transformers {hf['transformers']} generate() ({hf['attn_implementation']}), "
+                      f"same weights: batch 1 {hf['b1_ms_per_token']} ms/token, batch 32 {hf['b32_tokens_per_s']} "
+                      f"tokens/s. Engine speed-up at batch 1: {report['speedup_b1_vs_hf']}x."]
+    (out / f"serving_{tag}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""The model server's engine in-process: batching equals sequential, sampling, stop strings, the chat
+state machine on scripted token sequences, cancellation and the bounded queue. CPU, tiny model."""
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+import torch
+
+from model.engine import Done, Engine, QueueFull, Request, Token
+from model.responses import CHAT_STOP_TOKENS, ChatAssembler
+from model.sampling import SamplingParams, sample
+from model.textstream import TextStream
+from tiny_checkpoint import CHAT_PROMPT, CONVERSATIONS, TOOL_PROMPT, make_tiny_run
+from transformer.chat import render_prompt
+from transformer.checkpoint import load_checkpoint
+from transformer.tokenizer import Tokenizer
+
+GREEDY = SamplingParams(temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.set_num_threads(1)
+    ckpt = make_tiny_run(tmp_path_factory.mktemp("tiny"))
+    model, meta = load_checkpoint(ckpt)
+    return model, Tokenizer.load(meta["tokenizer"])
+
+
+@pytest.fixture
+def engine(tiny):
+    model, tok = tiny
+    eng = Engine(model, tok, max_batch=4, max_queue=32).start()
+    yield eng
+    eng.stop(drain=False, timeout=10)
+
+
+def collect(req: Request, timeout: float = 30.0) -> tuple[str, Done]:
+    parts, deadline = [], time.time() + timeout
+    while True:
+        ev = req.events.get(timeout=max(0.0, deadline - time.time()))
+        if isinstance(ev, Done):
+            return "".join(parts), ev
+        assert isinstance(ev, Token), ev
+        parts.append(ev.text)
+
+
+def prompts(tok) -> list[list[int]]:
+    texts = [TOOL_PROMPT, CHAT_PROMPT, "Numbers like 1234", "The quick brown fox", "héllo wörld ✓", "abc",
+             "How can I help you today?", "lazy dog. 5678", "What is 1234 plus", "Hello there"]
+    out = [render_prompt([{"role": "user", "content": t}], tok) for t in texts[:2]]
+    return out + [tok.encode(t) for t in texts[2:]]
+
+
+def test_greedy_matches_model_generate(tiny, engine):
+    model, tok = tiny
+    prompt = render_prompt(CONVERSATIONS[0][:1], tok)
+    text, done = collect(engine.submit(Request(prompt, 40, GREEDY)))
+    ref = model.generate(torch.tensor([prompt]), 40, temperature=0)[0, len(prompt):].tolist()
+    assert text == tok.decode(ref)
+    assert (done.finish_reason, done.prompt_tokens, done.completion_tokens) == ("length", len(prompt), 40)
+    assert text.startswith("<|thought|>I need to compute 1234 + 5678.<|action|>calc(1234 + 5678)<|observation|>")
+
+
+def test_continuous_batching_equals_sequential(tiny, engine):
+    """10 requests of different lengths through 4 slots: they queue, join the running batch as
+    others finish (rows get compacted), and each result equals the request run alone."""
+    model, tok = tiny
+    cases = [(p, 3 + 7 * i % 45) for i, p in enumerate(prompts(tok))]
+    alone = [collect(engine.submit(Request(p, n, GREEDY)))[0] for p, n in cases]
+    assert engine.health()["stats"]["peak_active"] == 1
+    reqs = [engine.submit(Request(p, n, GREEDY)) for p, n in cases]
+    together = [collect(r)[0] for r in reqs]
+    assert together == alone
+    h = engine.health()
+    assert h["stats"]["peak_active"] == 4 and h["slots"]["active"] == 0
+    assert (engine.cache.lengths == 0).all()
+
+
+def test_seeded_sampling_is_reproducible_in_any_batch(tiny, engine):
+    _, tok = tiny
+    p = prompts(tok)[3]
+    params = SamplingParams(temperature=1.0, top_k=50, top_p=0.95, seed=1234)
+    alone = collect(engine.submit(Request(p, 30, params)))[0]
+    others = [engine.submit(Request(q, 30, SamplingParams(temperature=1.0))) for q in prompts(tok)[:3]]
+    again = collect(engine.submit(Request(p, 30, params)))[0]
+    for r in others:
+        collect(r)
+    assert again == alone
+    other_seed = collect(engine.submit(Request(p, 30, SamplingParams(temperature=1.0, seed=99))))[0]
+    assert other_seed != alone
+
+
+def test_stop_token_and_stop_string(tiny, engine):
+    _, tok = tiny
+    S = tok.special_tokens
+    prompt = render_prompt(CONVERSATIONS[1][:1], tok)
+    text, done = collect(engine.submit(Request(prompt, 60, GREEDY, stop_ids={S["<|end|>"]})))
+    assert (text, done.finish_reason) == ("<|thought|>A greeting.<|answer|>Hello! How can I help?", "stop")
+    text, done = collect(engine.submit(Request(prompt, 60, GREEDY, stop=["How c", "zzz"])))
+    assert (text, done.finish_reason) == ("<|thought|>A greeting.<|answer|>Hello! ", "stop")
+
+
+def test_text_stream_holds_back_possible_stop_prefixes(tiny):
+    _, tok = tiny
+    ts = TextStream(tok, stop=["How c"])
+    released = []
+    for t in tok.encode("Hello! How are you? How can"):
+        text, special, stopped = ts.push(t)
+        released.append(text)
+        assert special is None
+        # nothing that could still turn into the stop string has been sent
+        assert not "".join(released).endswith(("H", "Ho", "How", "How "))
+        if stopped:
+            break
+    assert stopped and "".join(released) == "Hello! How are you? "
+    ts = TextStream(tok, stop=["xyz"])
+    out = "".join(ts.push(t)[0] for t in tok.encode("abc xy")) + ts.close()
+    assert out == "abc xy"  # at the end, held text that never became a stop string is released
+
+
+def test_text_stream_utf8_and_specials(tiny):
+    _, tok = tiny
+    ts = TextStream(tok)
+    e_acute = "é".encode()
+    assert [ts.push(b)[0] for b in e_acute] == ["", "é"]  # byte tokens 0xC3, 0xA9
+    chat = TextStream(tok, specials_as_text=False, stop=["Hel"])
+    ids = tok.encode("He<|answer|>", allowed_special="all")
+    outs = [chat.push(t) for t in ids]
+    assert outs[-1] == ("He", tok.special_tokens["<|answer|>"], False)  # held text released first
+
+
+def run_chat(tok, script: str, max_tokens: int = 1000) -> tuple[list[dict], str]:
+    """Feed a scripted model output through the engine's text path and the chat state machine."""
+    stops = {tok.special_tokens[s] for s in CHAT_STOP_TOKENS}
+    ts, asm, deltas, reason = TextStream(tok, specials_as_text=False), ChatAssembler(tok), [], "length"
+    for n, t in enumerate(tok.encode(script, allowed_special="all"), 1):
+        text, special, _ = ts.push(t)
+        deltas += asm.feed(text, special)
+        if t in stops:
+            reason = "stop"
+            break
+        if n == max_tokens:
+            deltas += asm.feed(ts.close(), None)
+            break
+    return deltas, asm.finish_reason(reason)
+
+
+def test_chat_state_machine_tool_call(tiny):
+    _, tok = tiny
+    deltas, reason = run_chat(tok, "<|thought|>I think.<|action|>calc(1 + 2)<|observation|>junk")
+    assert reason == "tool_calls"
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == "I think."
+    calls = [d["tool_calls"] for d in deltas if "tool_calls" in d]
+    assert len(calls) == 1 and deltas[-1] is not None
+    call = calls[0][0]
+    assert call["function"] == {"name": "calc", "arguments": '{"expression": "1 + 2"}'}
+    assert call["index"] == 0 and call["type"] == "function" and call["id"].startswith("call_")
+    assert not any("content" in d for d in deltas)
+    deltas, _ = run_chat(tok, "<|action|>lookup(capital of France)<|observation|>")
+    assert deltas[0]["tool_calls"][0]["function"]["arguments"] == '{"query": "capital of France"}'
+
+
+def test_chat_state_machine_answer_bad_action_and_length(tiny):
+    _, tok = tiny
+    deltas, reason = run_chat(tok, "<|thought|>Easy.<|answer|>6912.<|end|>more")
+    assert reason == "stop"
+    assert "".join(d.get("content", "") for d in deltas) == "6912."
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == "Easy."
+    deltas, reason = run_chat(tok, "<|action|>not an action<|observation|>")
+    assert (deltas, reason) == ([{"content": "not an action"}], "stop")
+    deltas, reason = run_chat(tok, "<|thought|>Hm<|action|>calc(1 +", max_tokens=5)
+    assert reason == "length" and not any("tool_calls" in d or "content" in d for d in deltas)
+    deltas, _ = run_chat(tok, "plain text<|end|>")  # no channel token: content
+    assert "".join(d["content"] for d in deltas) == "plain text"
+
+
+def test_sampling_rules():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 50)
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    argmax = logits.argmax(-1)
+    assert torch.equal(sample(logits, [SamplingParams(temperature=0.0)] * 3, gens), argmax)
+    assert torch.equal(sample(logits, [SamplingParams(top_k=1)] * 3, gens), argmax)
+    assert torch.equal(sample(logits, [SamplingParams(top_p=1e-6)] * 3, gens), argmax)
+    mixed = [SamplingParams(temperature=0.0), SamplingParams(top_k=3, seed=1), SamplingParams(top_p=0.5)]
+    top3 = set(logits[1].topk(3).indices.tolist())
+    for _ in range(50):
+        out = sample(logits, mixed, gens)
+        assert out[0] == argmax[0] and int(out[1]) in top3
+    # the exponential race samples the softmax distribution
+    row = torch.tensor([[0.0, 1.0, 2.0, -9.0]])
+    g = torch.Generator().manual_seed(0)
+    counts = Counter(int(sample(row, [SamplingParams()], [g])) for _ in range(3000))
+    expected = torch.softmax(row[0], -1) * 3000
+    assert all(abs(counts[i] - expected[i].item()) < 0.1 * 3000 for i in range(4))
+    for bad in (dict(temperature=-0.1), dict(temperature=2.5), dict(top_p=0.0), dict(top_p=1.5), dict(top_k=-1)):
+        with pytest.raises(ValueError):
+            SamplingParams(**bad)
+
+
+def test_max_tokens_clamped_to_the_window(tiny, engine):
+    assert engine.fit_max_tokens(200, None) == 56 and engine.fit_max_tokens(200, 1000) == 56
+    assert engine.fit_max_tokens(10, 5) == 5
+    for bad in (0, 256, 300):
+        with pytest.raises(ValueError):
+            engine.fit_max_tokens(bad, 1)
+    _, tok = tiny
+    prompt = [tok.encode("a")[0]] * 250
+    text, done = collect(engine.submit(Request(prompt, engine.fit_max_tokens(250, 100), GREEDY)))
+    assert (done.finish_reason, done.completion_tokens) == ("length", 6)
+    with pytest.raises(ValueError):
+        engine.submit(Request(prompt, 7, GREEDY))
+
+
+def test_cancel_frees_the_slot_and_queue_is_bounded(tiny):
+    model, tok = tiny
+    eng = Engine(model, tok, max_batch=1, max_queue=1, step_delay=0.02).start()
+    try:
+        p = prompts(tok)[2]
+        a = eng.submit(Request(p, 200, GREEDY))
+        assert isinstance(a.events.get(timeout=10), Token)  # a is running in the only slot
+        b = eng.submit(Request(p, 200, GREEDY))              # b waits
+        with pytest.raises(QueueFull):
+            eng.submit(Request(p, 5, GREEDY))
+        eng.cancel(a)
+        while not isinstance(ev := a.events.get(timeout=10), Done):
+            pass
+        assert ev.finish_reason == "cancelled" and ev.completion_tokens < 200
+        assert isinstance(b.events.get(timeout=10), Token)  # b got the slot
+        eng.cancel(b)
+        deadline = time.time() + 10
+        while eng.health()["slots"]["active"] and time.time() < deadline:
+            time.sleep(0.01)
+        h = eng.health()
+        assert h["slots"] == {"total": 1, "active": 0, "free": 1} and h["stats"]["cancelled"] == 2
+    finally:
+        eng.stop(drain=False, timeout=10)
+    assert not eng.thread.is_alive()
