@@ -18,10 +18,11 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
 
 import tiktoken
 
-from transformer.tokenizer import Tokenizer
+from transformer.tokenizer import Tokenizer, resolve_pattern
 
 MULTILINGUAL = [
     "The committee met on Tuesday; DON'T forget: we'll vote at 10:30, and I'm sure they've agreed.",
@@ -115,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     trained = Tokenizer.train(train_text, args.vocab_size, pattern="gpt4")
     train_s = time.perf_counter() - t
-    print(f"train: {len(train_text.encode()) / 1e6:.2f} MB -> vocab {trained.vocab_size} (gpt4 pattern) in {train_s:.2f} s")
+    chunks = Counter(resolve_pattern("gpt4")[1].findall(train_text))
+    print(f"train: {len(train_text.encode()) / 1e6:.2f} MB ({sum(chunks.values()):,} pre-tokens, {len(chunks):,} unique) "
+          f"-> vocab {trained.vocab_size} (gpt4 pattern) in {train_s:.2f} s")
     runs = []
     if args.ranks:
         tok = Tokenizer.from_tiktoken_file(args.ranks, args.pattern)
@@ -125,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
               "text": {"source": "python stdlib *.py + multilingual prose", "bytes": len(text.encode()),
                        "sha256": hashlib.sha256(text.encode()).hexdigest()},
               "train": {"text_bytes": len(train_text.encode()), "vocab_size": trained.vocab_size,
-                        "pattern": "gpt4", "seconds": round(train_s, 2)},
+                        "pattern": "gpt4", "seconds": round(train_s, 2),
+                        "pre_tokens": sum(chunks.values()), "unique_pre_tokens": len(chunks)},
               "encode": runs, "note": "MB/s = 1e6 bytes/s, best of repeats, single thread; "
                                       "ratio = our speed / tiktoken's; cold = empty chunk cache"}
     if os.path.dirname(args.out):

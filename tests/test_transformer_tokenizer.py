@@ -181,6 +181,10 @@ def test_specials(trained_tok):
         tok.encode_special("<|nope|>")
     with pytest.raises(TokenizerError, match="invalid token id"):
         tok.decode([tok.vocab_size])
+    with pytest.raises(TokenizerError, match="invalid token id"):
+        tok.decode([1.5])
+    import torch  # sampled ids arrive as tensors
+    assert tok.decode(torch.tensor(ids)) == text and tok.decode(iter(ids)) == text
 
 
 def test_save_load_round_trip(trained_tok, tmp_path):
