@@ -17,11 +17,9 @@ step, RNG, history; loaded with weights_only=True); the finished run is `<out>/`
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 import shutil
-import subprocess
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -30,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from train.common import JsonlLogger, lr_at, plot_losses
+from train.state import git_commit, rng_state, set_rng_state
 from transformer import GPT, IGNORE_INDEX
 from transformer.chat import render
 from transformer.checkpoint import load_checkpoint, save_checkpoint
@@ -127,14 +126,6 @@ class Batches:
         return x, y
 
 
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 @torch.no_grad()
 def estimate_loss(model: GPT, batches: Batches, n: int, device: str, ctx) -> float:
     model.eval()
@@ -190,7 +181,7 @@ def train(model: GPT, tok, train_convs: list[dict], val_convs: list[dict], cfg: 
         resumed, _ = load_checkpoint(part_dir)
         model.load_state_dict(resumed.state_dict())
         opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         step, history, elapsed = state["step"], state["history"], state["elapsed"]
         print(f"resumed {part_dir} at step {step}")
 
@@ -210,7 +201,7 @@ def train(model: GPT, tok, train_convs: list[dict], val_convs: list[dict], cfg: 
             part_state.unlink(missing_ok=True)
         else:
             save_checkpoint(part_dir, model_cpu_state, m)
-            torch.save({"optimizer": opt.state_dict(), "step": step, "rng": torch.get_rng_state(),
+            torch.save({"optimizer": opt.state_dict(), "step": step, "rng": rng_state(),
                         "history": history, "elapsed": elapsed, "config": asdict(cfg)}, part_state)
 
     def evaluate() -> None:

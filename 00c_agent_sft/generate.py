@@ -1,0 +1,170 @@
+"""Generate the agent-SFT traces: train / val / test JSONL, every observation from the real tool.
+
+    python -m agent_sft.generate                     # seed 0 -> 00c_agent_sft/data/{train,val,test}.jsonl
+    python -m agent_sft.generate --n-train 120000 --out runs/big/traces    # more data (GPU preset)
+
+A record is {"messages": [...], "category", "split", "templates": [ids], "entities": [KB entities]};
+val/test records add "expected" (one dict per user turn: kind number|fact|miss|chat|error, answer,
+tools) and test records "heldout" (what in them never occurs in train/val: template, entity,
+number). Categories: arithmetic, arithmetic_oor (test only), lookup, kb_miss, multi_step,
+small_talk, multi_turn, tool_error. The builders live in agent_sft.traces.
+
+Held out for test: whole KB entities, operands of 7 digits (train/val operands have 1-6 or 8-9),
+and question templates. Train/val questions that match a held-out template, hold a 7-digit number
+or name an eval-only fact are dropped here, so the guarantee holds by construction (and
+tests/test_agent_sft_data.py checks the files). Same seed -> byte-identical files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import regex
+
+from transformer.tokenizer import GPT4_PATTERN
+
+from .traces import HERE, SEVEN, Generator
+
+TRAIN_MIX = {"arithmetic": 0.33, "lookup": 0.30, "kb_miss": 0.08, "multi_step": 0.10, "small_talk": 0.05,
+             "multi_turn": 0.09, "tool_error": 0.05}
+TEST_CATEGORIES = ["arithmetic", "arithmetic_oor", "lookup", "kb_miss", "multi_step", "small_talk",
+                   "multi_turn", "tool_error"]
+# facts the eval adds to a COPY of the KB: never in training, answered only through the lookup tool
+ADDED_FACTS = {"capital of mongolia": "Ulaanbaatar", "favourite colour of the project mascot": "teal",
+               "author of the lantern of oskar vell": "Mira Castellan", "height of the old mill tower": "42 metres",
+               "chemical symbol of novium": "Nv"}
+ADDED_QUESTIONS = [("What is the capital of Mongolia?", "capital of mongolia"),
+                   ("Which city is the capital of Mongolia?", "capital of mongolia"),
+                   ("What is the favourite colour of the project mascot?", "favourite colour of the project mascot"),
+                   ("Who wrote The Lantern of Oskar Vell?", "author of the lantern of oskar vell"),
+                   ("How tall is the Old Mill Tower?", "height of the old mill tower"),
+                   ("What is the chemical symbol of novium?", "chemical symbol of novium")]
+FORBIDDEN = ["mongolia", "mascot", "oskar vell", "old mill tower", "novium"]
+# The CPU model has a 128-token context. The tokenizer is trained later (on these very files), so
+# lengths are estimated by its split regex: about one token per chunk, plus the special tokens.
+MAX_APPROX_TOKENS = 110
+_CHUNKS = regex.compile(GPT4_PATTERN)
+
+
+def approx_tokens(messages: list[dict]) -> int:
+    n = 0
+    for m in messages:
+        for text in (m.get("content"), m.get("reasoning_content")):
+            n += len(_CHUNKS.findall(text)) + 1 if text else 0
+        for call in m.get("tool_calls") or []:
+            n += sum(len(_CHUNKS.findall(str(v))) for v in json.loads(call["function"]["arguments"]).values()) + 4
+        n += 1
+    return n
+
+
+def user_texts(messages: list[dict]) -> list[str]:
+    return [m["content"] for m in messages if m["role"] == "user"]
+
+
+def build(seed: int = 0, n_train: int = 20000, n_val: int = 600, n_test: int = 100) -> dict[str, list[dict]]:
+    g = Generator(seed)
+    makers = {"arithmetic": g.arith, "lookup": g.fact, "kb_miss": g.miss, "multi_step": g.multi,
+              "small_talk": g.talk, "multi_turn": g.multi_turn, "tool_error": g.error}
+    test_only_names = [x for pool in g.miss_pool.values() for i, x in enumerate(pool) if i % 4 == 3]
+
+    def tags(item: dict) -> list[str]:
+        text = " ".join(user_texts(item["msgs"]))
+        out = []
+        if any(t in g.heldout_templates for t in item["templates"]):
+            out.append("template")
+        if any(e in g.heldout_entities for e in item["entities"]) or \
+                any(re.search(rf"(?<!\w){re.escape(n)}(?!\w)", text) for n in test_only_names):
+            out.append("entity")
+        if SEVEN.search(text):
+            out.append("number")
+        return out
+
+    def allowed_in_training(item: dict) -> bool:
+        return not any(SEVEN.search(q) or g.heldout_regex.fullmatch(q) or any(f in q.lower() for f in FORBIDDEN)
+                       for q in user_texts(item["msgs"])) and not tags(item)
+
+    def record(item: dict, category: str, split: str) -> dict:
+        rec = {"messages": item["msgs"], "category": category, "split": split,
+               "templates": item["templates"], "entities": item["entities"]}
+        if split != "train":
+            rec["expected"] = item["expected"]
+        if split == "test":
+            rec["heldout"] = tags(item)
+        return rec
+
+    def draw(n: int, split: str, seen: set) -> list[dict]:
+        out = []
+        while len(out) < n:
+            cat = g.weighted(TRAIN_MIX)
+            item = makers[cat]()
+            if item is None or approx_tokens(item["msgs"]) > MAX_APPROX_TOKENS or not allowed_in_training(item):
+                continue
+            key = tuple(user_texts(item["msgs"]))
+            if split == "val" and key in seen:
+                continue
+            out.append(record(item, cat, split))
+        return out
+
+    train = draw(n_train, "train", set())
+    seen = {tuple(user_texts(r["messages"])) for r in train}
+    val = draw(n_val, "val", seen)
+    seen |= {tuple(user_texts(r["messages"])) for r in val}
+
+    def plan(cat: str, i: int) -> tuple:
+        """(builder, kwargs) for the i-th test item of a category: alternate what is held out."""
+        alt = i % 2 == 0
+        return {
+            "arithmetic": (g.arith, dict(test=True, ht=alt)),
+            "arithmetic_oor": (g.arith, dict(test=True, ht=i % 3 == 0, hn=True)),
+            "lookup": (g.fact, dict(test=True, ht=not alt, he=alt)),
+            "kb_miss": (g.miss, dict(test=True, ht=not alt, he=alt)),
+            "multi_step": (g.multi, dict(test=True, ht=i % 3 == 0, he=i % 3 == 1)),
+            "small_talk": (g.talk, dict(test=True, ht=True)),
+            "multi_turn": (g.multi_turn, dict(test=True)),
+            "tool_error": (g.error, dict(test=True, ht=alt, hn=not alt)),
+        }[cat]
+
+    test = []
+    for cat in TEST_CATEGORIES:
+        got, tries = 0, 0
+        while got < n_test and tries < 200 * n_test:
+            fn, kw = plan(cat, got)
+            tries += 1
+            item = fn(**kw)
+            if item is None or approx_tokens(item["msgs"]) > MAX_APPROX_TOKENS or tuple(user_texts(item["msgs"])) in seen:
+                continue
+            seen.add(tuple(user_texts(item["msgs"])))
+            test.append(record(item, cat, "test"))
+            got += 1
+    return {"train": train, "val": val, "test": test}
+
+
+def write(splits: dict[str, list[dict]], out: Path) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    stats = {}
+    for name, recs in splits.items():
+        text = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in recs)
+        (out / f"{name}.jsonl").write_text(text, encoding="utf-8")
+        stats[name] = {"records": len(recs), "bytes": len(text.encode()), **Counter(r["category"] for r in recs)}
+    return stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m agent_sft.generate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical files)")
+    ap.add_argument("--out", default=str(HERE / "data"), help="output directory (default: 00c_agent_sft/data)")
+    ap.add_argument("--n-train", type=int, default=20000, help="train conversations")
+    ap.add_argument("--n-val", type=int, default=600, help="val conversations (same distribution as train)")
+    ap.add_argument("--n-test", type=int, default=100, help="test conversations per category")
+    args = ap.parse_args(argv)
+    stats = write(build(args.seed, args.n_train, args.n_val, args.n_test), Path(args.out))
+    for name, s in stats.items():
+        print(f"{name:>5}: {json.dumps(s)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,378 @@
+"""Trace builders for agent SFT: one user turn per category, each tool step run for real.
+
+`Generator(seed)` reads the KB, decides what is held out for the test split (whole entities, and
+question templates: frame x core combinations, relation questions, chains, small-talk lines) and
+writes turns with `arith`, `fact`, `miss`, `multi`, `talk`, `error`, `follow_up`, `multi_turn`.
+Each returns {"msgs", "expected" (one per user turn), "templates", "entities"} or None (draw again).
+Every observation is the return value of agent.tools.calc / agent.tools.lookup on that action.
+Flags: test (may use held-out things), ht (held-out template: True only / False never / None any),
+he (held-out entities / test-only miss names), hn (one operand from the held-out digit band).
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+from agent.tools import calc, lookup
+
+from . import templates as T
+
+HERE = Path(__file__).resolve().parent
+KB_FILE = HERE / "kb.json"
+TRAIN_DIGITS, HELDOUT_DIGITS = (1, 2, 3, 4, 5, 6, 8, 9), 7
+SEVEN = re.compile(r"(?<![\d.])\d{7}(?!\d)")  # an integer of the held-out digit band
+# entities the demo and the ten-query table use: always in training
+PROTECTED = {"france", "hamlet", "gold", "light", "africa", "mercury", "venus", "earth", "mars", "water"}
+N_PLACEHOLDER = r"-?\d+(?:\.\d+)?"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    if key.startswith("number of moons of "):
+        return "number of moons", key[len("number of moons of "):]
+    rel, ent = key.split(" of ", 1)
+    return rel, ent
+
+
+def display(entity: str, relation: str) -> str:
+    """How a question spells a KB entity: 'united kingdom' -> 'the United Kingdom', 'gold' -> 'gold'."""
+    if entity in T.DISPLAY:
+        return T.DISPLAY[entity]
+    words = entity.split(" ")
+    if relation in T.LOWER_RELATIONS:
+        return " ".join(w.upper() if w in ("i", "ii") else w[0].upper() + w[1:] if w in T.PROPER_WORDS else w
+                        for w in words)
+    out = []
+    for i, w in enumerate(words):
+        if (i > 0 and w in T.SMALL_WORDS) or (i == 0 and w == "the" and relation not in T.TITLE_THE_RELATIONS):
+            out.append(w)
+        else:
+            out.append("-".join(p[:1].upper() + p[1:] for p in w.split("-")))
+    return " ".join(out)
+
+
+class Template:
+    """A question pattern with placeholders {a} {b} {c} {k} (numbers) and {E} {E1} {E2} (entities)."""
+
+    def __init__(self, tid: str, text: str, expr: str = "", heldout: bool = False):
+        self.id, self.text, self.expr, self.heldout = tid, text, expr, heldout
+        parts = re.split(r"(\{[a-zA-Z0-9]+\})", text)
+        self.pattern = "".join((N_PLACEHOLDER if p in ("{a}", "{b}", "{c}", "{k}") else ".+")
+                               if re.fullmatch(r"\{[a-zA-Z0-9]+\}", p) else re.escape(p) for p in parts)
+
+
+class Turn:
+    """One user turn being written: tool steps run the real tools as they are added."""
+
+    def __init__(self, question: str, kb: Path):
+        self.msgs: list[dict] = [{"role": "user", "content": question}]
+        self.kb, self.tools, self.n = kb, [], 0
+
+    def tool(self, thought: str, name: str, arg: str) -> str:
+        self.n += 1
+        obs = calc(arg) if name == "calc" else lookup(arg, kb_path=self.kb)
+        call = {"id": f"call_{self.n}", "type": "function", "function": {
+            "name": name, "arguments": json.dumps({"expression" if name == "calc" else "query": arg})}}
+        self.msgs += [{"role": "assistant", "content": None, "reasoning_content": thought, "tool_calls": [call]},
+                      {"role": "tool", "tool_call_id": call["id"], "content": obs}]
+        self.tools.append(name)
+        return obs
+
+    def answer(self, text: str) -> list[dict]:
+        self.msgs.append({"role": "assistant", "content": text})
+        return self.msgs
+
+
+class Generator:
+    def __init__(self, seed: int = 0, kb_path: Path = KB_FILE):
+        self.rng, self.kb_path = random.Random(seed), kb_path
+        kb = json.loads(kb_path.read_text(encoding="utf-8"))
+        self.facts: dict[str, list[str]] = {}
+        for key in sorted(kb):
+            rel, ent = split_key(key)
+            self.facts.setdefault(rel, []).append(ent)
+        self.values = {k.lower(): v for k, v in kb.items()}
+        self._choose_heldout_entities(kb)
+        self._build_templates()
+
+    # ------------------------------------------------------------------ held-out choices
+    def _choose_heldout_entities(self, kb: dict) -> None:
+        rng = random.Random(self.rng.random())
+        names = {e: display(e, r) for r, es in self.facts.items() for e in es}
+        text = " | ".join([*kb.values(), *names.values(), *T.MISSING_COUNTRIES, *T.INVENTED_ENTITIES]).lower()
+        eligible = []
+        for rel in sorted(self.facts):
+            if len(self.facts[rel]) < 8:
+                continue
+            for e in self.facts[rel]:
+                bare = names[e].lower().removeprefix("the ")
+                if e in PROTECTED or len(re.findall(rf"(?<!\w){re.escape(bare)}(?!\w)", text)) != 1:
+                    continue  # its name occurs elsewhere (another entity, a value): not cleanly separable
+                eligible.append(e)
+        eligible = sorted(set(eligible))
+        self.heldout_entities = set(rng.sample(eligible, len(eligible) // 8))
+        self.entity_names = names
+
+    def _build_templates(self) -> None:
+        rng = random.Random(self.rng.random())
+
+        def pick(tpls: list[Template], frac: float, keep=lambda t: False) -> list[Template]:
+            cands = [t for t in tpls if not keep(t)]
+            for t in rng.sample(cands, max(1, round(frac * len(cands)))) if cands else []:
+                t.heldout = True
+            return tpls
+
+        always = lambda t: any(t.text.startswith(f.replace("{X}", "")) for f in T.ALWAYS_TRAIN_FRAMES)
+        self.arith_tpls: dict[str, list[Template]] = {}
+        for op, cores in T.ARITH_CORES.items():
+            tpls = [Template(f"arith:{op}:f{i}:c{j}", frame.replace("{X}", core), expr)
+                    for i, frame in enumerate(T.NOUN_FRAMES) for j, (core, expr) in enumerate(cores)]
+            tpls += [Template(f"arith:{op}:imp{j}", q, expr) for j, (q, expr) in enumerate(T.ARITH_IMPERATIVES[op])]
+            self.arith_tpls[op] = pick(tpls, 0.15, always)
+        demo = {"Who wrote {E}?", "Who is the author of {E}?", "Which city is the capital of {E}?",
+                "Tell me {E}'s capital.", "How many moons does {E} have?"}
+        self.lookup_tpls: dict[str, list[tuple[Template, str]]] = {}
+        for rel in sorted(self.facts) + T.MISSING_RELATIONS:
+            join = "in" if rel in T.IN_RELATIONS else "of"
+            tpls = [(Template(f"lookup:{rel}:f{i}", frame.replace("{X}", f"the {rel} {join} {{E}}")), f"{rel} {join} {{E}}")
+                    for i, frame in enumerate(T.FACT_FRAMES)]
+            tpls += [(Template(f"lookup:{rel}:q{j}", q), key) for j, (q, key) in enumerate(T.RELATION_QUESTIONS.get(rel, []))]
+            pick([t for t, _ in tpls], 0.15, lambda t: always(t) or t.text in demo)
+            self.lookup_tpls[rel] = tpls
+        self.pairs = pick([Template(f"pair{i}", q, expr) for i, (q, _, expr) in enumerate(T.LOOKUP_PAIRS)], 0.2,
+                          lambda t: "moons" in t.text and "together" in t.text)
+        self.pair_rel = {f"pair{i}": rel for i, (_, rel, _) in enumerate(T.LOOKUP_PAIRS)}
+        self.lcalcs = pick([Template(f"lcalc{i}", q, expr) for i, (q, _, expr) in enumerate(T.LOOKUP_CALCS)], 0.2)
+        self.lcalc_rel = {f"lcalc{i}": rel for i, (_, rel, _) in enumerate(T.LOOKUP_CALCS)}
+        self.chains = pick([Template(f"chain{i}", q, f"{e1}|{e2}") for i, (q, e1, e2) in enumerate(T.CALC_CHAINS)], 0.2)
+        self.follow = pick([Template(f"follow{i}", q, e) for i, (q, e) in enumerate(T.FOLLOW_UPS)], 0.2)
+        self.talk_tpls = [Template(f"talk{i}:{j}", q, a) for i, (qs, a) in enumerate(T.SMALL_TALK) for j, q in enumerate(qs)]
+        self.talk_tpls += [Template(f"talktest{i}", q, a, heldout=True) for i, (q, a) in enumerate(T.SMALL_TALK_TEST)]
+        # misses: every 4th name is asked only in test
+        self.miss_pool = {
+            "country": T.MISSING_COUNTRIES, "relation": T.MISSING_RELATIONS, "place": T.INVENTED_ENTITIES,
+            "work": T.INVENTED_WORKS, "element": T.INVENTED_ELEMENTS, "moons": T.MISSING_MOONS}
+        self.heldout_templates = {t.id for ts in [*self.arith_tpls.values(), self.pairs, self.lcalcs, self.chains,
+                                                  self.follow, self.talk_tpls] for t in ts if t.heldout}
+        self.heldout_templates |= {t.id for ts in self.lookup_tpls.values() for t, _ in ts if t.heldout}
+        held = [t for ts in [*self.arith_tpls.values(), self.pairs, self.lcalcs, self.chains, self.follow,
+                             self.talk_tpls] for t in ts if t.heldout]
+        held += [t for ts in self.lookup_tpls.values() for t, _ in ts if t.heldout]
+        # one regex for "this question was written with a held-out template"
+        self.heldout_regex = re.compile("|".join(f"(?:{t.pattern})" for t in held))
+
+    # ------------------------------------------------------------------ small pieces
+    def choose_template(self, tpls: list, test: bool, heldout: bool | None):
+        """train/val: never a held-out template; test: held-out only if heldout else seen only (None: any)."""
+        def is_h(t):
+            return (t[0] if isinstance(t, tuple) else t).heldout
+        pool = [t for t in tpls if not is_h(t)] if not test or heldout is False else \
+            [t for t in tpls if is_h(t)] if heldout else tpls
+        return self.rng.choice(pool) if pool else None
+
+    def number(self, digits=TRAIN_DIGITS, decimal=0.12, negative=0.08) -> str:
+        r = self.rng
+        if r.random() < decimal:
+            s = f"{r.randint(0, 999)}.{r.randint(1, 99)}".rstrip("0")
+        else:
+            d = r.choice(digits)
+            s = str(r.randint(10 ** (d - 1) if d > 1 else 0, 10 ** d - 1))
+        return "-" + s if r.random() < negative and s not in ("0", "0.") else s
+
+    def entity(self, rel: str, test_entity: bool) -> str | None:
+        pool = [e for e in self.facts.get(rel, []) if (e in self.heldout_entities) == test_entity]
+        return self.rng.choice(pool) if pool else None
+
+    def miss_name(self, kind: str, test: bool) -> str:
+        pool = self.miss_pool[kind]
+        return self.rng.choice([x for i, x in enumerate(pool) if (i % 4 == 3) == test])
+
+    def weighted(self, weights: dict):
+        keys = sorted(weights)
+        return self.rng.choices(keys, [weights[k] for k in keys])[0]
+
+    # ------------------------------------------------------------------ one user turn per category
+    # each returns a turn dict (msgs, expected, templates, entities) or None to draw again
+    def arith(self, test=False, ht=None, hn=False) -> dict | None:
+        op = self.weighted({"add": .2, "sub": .18, "mul": .18, "div": .14, "pow": .1, "square": .04,
+                            "cube": .03, "paren": .13})
+        tpl = self.choose_template(self.arith_tpls[op], test, ht)
+        num, r = self.number, self.rng
+        if op in ("add", "sub", "mul"):
+            v = {"a": num(), "b": num()}
+        elif op == "div":
+            if r.random() < 0.5:
+                b = str(r.randint(1, 10 ** r.randint(1, 4)))
+                v = {"a": str(int(b) * r.randint(1, 99999)), "b": b}
+            else:
+                v = {"a": num(), "b": num(decimal=0.05)}
+        elif op == "pow":
+            v = {"a": num((1, 2), 0.1, 0.1), "b": str(r.randint(2, 9))}
+        else:
+            v = {k: num((1, 2, 3, 4), 0.05, 0.05) for k in "abc"}
+            if op in ("square", "cube"):
+                v["a"] = num((1, 2, 3, 4) if op == "square" else (1, 2, 3), 0.1, 0.1)
+        if hn:  # one operand from the held-out magnitude band
+            k = "a" if op in ("pow", "square", "cube") else r.choice([k for k in "abc" if k in v and f"{{{k}}}" in tpl.text])
+            v[k] = str(r.randint(10 ** (HELDOUT_DIGITS - 1), 10 ** HELDOUT_DIGITS - 1))
+            if op == "pow":
+                v["b"] = str(r.randint(2, 3))
+        q, expr = tpl.text.format(**v), tpl.expr.format(**v)
+        if bool(SEVEN.search(q)) != hn:
+            return None
+        turn = Turn(q, self.kb_path)
+        obs = turn.tool(T.THOUGHT_CALC.format(expr=expr), "calc", expr)
+        if obs.startswith("error") or len(obs) > 24:
+            return None
+        msgs = turn.answer(T.ANSWER_CALC.format(expr=expr, result=obs))
+        return {"msgs": msgs, "expected": [{"kind": "number", "answer": obs, "tools": ["calc"]}],
+                "templates": [tpl.id], "entities": []}
+
+    def fact(self, test=False, ht=None, he=False) -> dict | None:
+        rels = [rel for rel in sorted(self.facts) if not he or any(e in self.heldout_entities for e in self.facts[rel])]
+        rel = self.rng.choices(rels, [len(self.facts[x]) ** 0.5 for x in rels])[0]
+        ent = self.entity(rel, he)
+        pick = self.choose_template(self.lookup_tpls[rel], test, ht)
+        if ent is None or pick is None:
+            return None
+        tpl, keyfmt = pick
+        name = self.entity_names[ent]
+        q, key = tpl.text.format(E=name), keyfmt.format(E=name)
+        turn = Turn(q, self.kb_path)
+        obs = turn.tool(T.THOUGHT_LOOKUP.format(key=key), "lookup", key)
+        want = self.values[f"{rel} of {ent}"]
+        if obs != want:
+            raise RuntimeError(f"lookup({key!r}) gave {obs!r}, the KB says {want!r}: fix display() or the KB")
+        msgs = turn.answer(T.ANSWER_LOOKUP.format(key=key, value=obs))
+        return {"msgs": msgs, "expected": [{"kind": "fact", "answer": obs, "tools": ["lookup"]}],
+                "templates": [tpl.id], "entities": [ent]}
+
+    def miss(self, test=False, ht=None, he=False) -> dict | None:
+        kind = self.weighted({"country": .35, "relation": .25, "place": .15, "work": .1, "element": .1, "moons": .05})
+        rng = self.rng
+        if kind == "relation":
+            rel = self.miss_name("relation", he)
+            ent = self.entity("capital", False)
+            name = self.entity_names[ent]
+        else:
+            name = self.miss_name(kind, he)
+            rel = rng.choice({"country": ["capital", "capital", "capital", "currency", "official language"],
+                              "place": ["capital", "currency", "official language"],
+                              "work": ["author", "composer", "painter"],
+                              "element": ["chemical symbol", "atomic number"],
+                              "moons": ["number of moons"]}[kind])
+            ent = None
+        pick = self.choose_template(self.lookup_tpls[rel], test, ht)
+        if pick is None:
+            return None
+        tpl, keyfmt = pick
+        q, key = tpl.text.format(E=name), keyfmt.format(E=name)
+        turn = Turn(q, self.kb_path)
+        obs = turn.tool(T.THOUGHT_LOOKUP.format(key=key), "lookup", key)
+        if not obs.startswith("not found"):
+            return None
+        msgs = turn.answer(T.ANSWER_MISS.format(key=key))
+        return {"msgs": msgs, "expected": [{"kind": "miss", "answer": None, "tools": ["lookup"]}],
+                "templates": [tpl.id], "entities": [ent] if ent else []}
+
+    def multi(self, test=False, ht=None, he=False) -> dict | None:
+        kind = self.weighted({"pair": .45, "lcalc": .25, "chain": .3})
+        rng = self.rng
+        if kind == "chain":
+            tpl = self.choose_template(self.chains, test, ht)
+            v = {k: self.number((1, 2, 3), 0.05, 0.05) for k in "abc"}
+            first, second = tpl.expr.split("|")
+            turn = Turn(tpl.text.format(**v), self.kb_path)
+            r1 = turn.tool(T.THOUGHT_CALC.format(expr=first.format(**v)), "calc", first.format(**v))
+            expr = second.format(r=r1, c=v["c"])
+            r2 = turn.tool(T.THOUGHT_CALC_NEXT.format(expr=expr), "calc", expr) if not r1.startswith("error") else r1
+            if r2.startswith("error") or len(r2) > 24:
+                return None
+            return {"msgs": turn.answer(T.ANSWER_MULTI.format(result=r2)), "templates": [tpl.id], "entities": [],
+                    "expected": [{"kind": "number", "answer": r2, "tools": ["calc"]}]}
+        tpls, rels = (self.pairs, self.pair_rel) if kind == "pair" else (self.lcalcs, self.lcalc_rel)
+        tpl = self.choose_template(tpls, test, ht)
+        rel = rels[tpl.id]
+        held = [e for e in self.facts[rel] if e in self.heldout_entities]
+        ents = self.facts[rel] if he else [e for e in self.facts[rel] if e not in self.heldout_entities]
+        e1, e2 = rng.sample(ents, 2)
+        if he and held:  # at least one entity never seen in training
+            e1 = rng.choice([e for e in held if e != e2])
+        names = [self.entity_names[e1], self.entity_names[e2]]
+        if rel == "number of moons" and rng.random() < 0.25:  # a planet the KB does not know
+            names[rng.randint(0, 1)] = self.miss_name("moons", test and rng.random() < 0.5)
+        if rel == "year":
+            y1, y2 = (int(self.values[f"year of {e}"]) for e in (e1, e2))
+            if y1 == y2:
+                return None
+            if y1 > y2:
+                names, e1, e2 = names[::-1], e2, e1
+        k = rng.randint(2, 99) if rel == "atomic number" else int(self.values.get(f"year of {e1}", 0)) + rng.randint(1, 300)
+        q = tpl.text.format(E1=names[0], E2=names[1], E=names[0], k=k)
+        turn, obs, tools = Turn(q, self.kb_path), [], []
+        for i, name in enumerate(names[:2 if kind == "pair" else 1]):
+            key = f"{rel} of {name}"
+            obs.append(turn.tool((T.THOUGHT_LOOKUP_NEXT if i else T.THOUGHT_LOOKUP).format(key=key), "lookup", key))
+            if obs[-1].startswith("not found"):
+                return {"msgs": turn.answer(T.ANSWER_MISS.format(key=key)), "templates": [tpl.id], "entities": [e1, e2],
+                        "expected": [{"kind": "miss", "answer": None, "tools": ["lookup"]}]}
+        expr = tpl.expr.format(x=obs[0], y=obs[-1], k=k)
+        result = turn.tool(T.THOUGHT_CALC_NEXT.format(expr=expr), "calc", expr)
+        if result.startswith("error"):
+            return None
+        return {"msgs": turn.answer(T.ANSWER_MULTI.format(result=result)), "templates": [tpl.id],
+                "entities": [e1, e2] if kind == "pair" else [e1],
+                "expected": [{"kind": "number", "answer": result, "tools": ["lookup", "calc"]}]}
+
+    def talk(self, test=False, ht=None, **_) -> dict | None:
+        tpl = self.choose_template(self.talk_tpls, test, ht)
+        msgs = [{"role": "user", "content": tpl.text}, {"role": "assistant", "content": tpl.expr}]
+        return {"msgs": msgs, "expected": [{"kind": "chat", "answer": None, "tools": []}],
+                "templates": [tpl.id], "entities": []}
+
+    def error(self, test=False, ht=None, hn=False) -> dict | None:
+        r = self.rng
+        if r.random() < 0.75:
+            tpl = self.choose_template(self.arith_tpls["div"], test, ht)
+            v = {"a": self.number(), "b": "0"}
+        else:
+            tpl = self.choose_template(self.arith_tpls["pow"], test, ht)
+            v = {"a": str(r.randint(1000, 999999)), "b": str(r.randint(20, 99))}
+        if hn:
+            v["a"] = str(r.randint(10 ** (HELDOUT_DIGITS - 1), 10 ** HELDOUT_DIGITS - 1))
+        expr = tpl.expr.format(**v)
+        turn = Turn(tpl.text.format(**v), self.kb_path)
+        obs = turn.tool(T.THOUGHT_CALC.format(expr=expr), "calc", expr)
+        if obs not in T.ANSWER_ERRORS:
+            return None
+        key = "divide by zero" if "zero" in obs else "too large"
+        return {"msgs": turn.answer(T.ANSWER_ERRORS[obs]), "templates": [tpl.id], "entities": [],
+                "expected": [{"kind": "error", "answer": key, "tools": ["calc"]}]}
+
+    def follow_up(self, prev: dict, test=False, ht=None) -> dict | None:
+        r = prev["expected"][-1]["answer"]
+        tpl = self.choose_template(self.follow, test, ht)
+        k = self.rng.randint(2, 20)
+        expr = tpl.expr.format(r=r, k=k)
+        turn = Turn(tpl.text.format(k=k), self.kb_path)
+        obs = turn.tool(T.THOUGHT_CALC.format(expr=expr), "calc", expr)
+        if obs.startswith("error") or len(obs) > 24:
+            return None
+        return {"msgs": turn.answer(T.ANSWER_CALC.format(expr=expr, result=obs)), "templates": [tpl.id],
+                "entities": [], "expected": [{"kind": "number", "answer": obs, "tools": ["calc"]}]}
+
+    def multi_turn(self, test=False, **_) -> dict | None:
+        turns: list[dict] = []
+        for i in range(2 if self.rng.random() < 0.7 else 3):
+            prev = turns[-1] if turns else None
+            can_follow = prev and prev["expected"][-1]["kind"] == "number" and re.fullmatch(r"-?\d{1,9}", prev["expected"][-1]["answer"])
+            kind = self.weighted({"arith": .3, "fact": .3, "talk": .2, "miss": .1, "follow": .4 if can_follow else 0})
+            he = test and self.rng.random() < 0.3
+            t = self.follow_up(prev, test) if kind == "follow" else \
+                getattr(self, kind)(test=test, **({"he": he} if kind in ("fact", "miss") else {}))
+            if t is None:
+                return None
+            turns.append(t)
+        return {"msgs": [m for t in turns for m in t["msgs"]], "expected": [e for t in turns for e in t["expected"]],
+                "templates": [x for t in turns for x in t["templates"]], "entities": [x for t in turns for x in t["entities"]]}
