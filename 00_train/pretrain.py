@@ -3,7 +3,8 @@
     python -m train.pretrain                                   # preset cpu (or gpu with CUDA)
     python -m train.pretrain --preset cpu --model.n_layer=6 --train.max_steps=200 --train.lr=1e-3
     python -m train.pretrain --resume                          # continue the exact trajectory
-    torchrun --nproc_per_node=2 -m train.pretrain --preset gpu # DDP: same global batch, split over ranks
+    torchrun --nproc_per_node=2 -m train.pretrain -- --run NAME  # DDP: same global batch, split over ranks
+                    # ("--" keeps torchrun from taking --run for its own --run-path)
 
 AdamW (decay on 2-D weights), linear warmup + cosine decay, grad clipping, grad accumulation up to
 train.tokens_per_step, bf16 autocast on CUDA. Writes a checkpoint every train.ckpt_interval steps and
@@ -61,8 +62,12 @@ def train(cfg: Config, run: str = "default", device: str = "auto", resume: bool 
     if resume:  # the saved config wins (so --resume needs no flags); explicit overrides still apply
         if not state_path.is_file():
             raise CheckpointError(f"--resume: no training state at {state_path}; train without --resume first")
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        saved = Config.from_dict(state["config"])
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            saved = Config.from_dict(state["config"])
+        except Exception as e:  # unpickling errors come in many types; all mean "not our state file"
+            raise CheckpointError(f"{state_path} is corrupt or not a training state ({type(e).__name__}: "
+                                  f"{str(e)[:200]}); delete it and train without --resume") from None
         saved.train.stop_after = 0  # a limit of the interrupted invocation, not of the run
         cfg = apply_overrides(saved, overrides or {})
     t = cfg.train
@@ -104,7 +109,7 @@ def train(cfg: Config, run: str = "default", device: str = "auto", resume: bool 
 
     batches = Batches(train_data, cfg.model.block_size, t.batch_size, accum, t.seed, rank, world, dev)
     val_batches = Batches(val_data, cfg.model.block_size, t.batch_size, 1, t.seed, rank, world, dev)
-    tokenizer_dir = out / "tokenizer"
+    tokenizer_dir = data_dir.parent / "tokenizer"  # prepare writes them side by side
     tok = Tokenizer.load(str(tokenizer_dir)) if master and tokenizer_dir.is_dir() else None
     log_path = out / "base_log.jsonl"
     log = open_log(log_path, start if resume else None) if master else None
