@@ -58,6 +58,11 @@ def resolve_pattern(pattern: str) -> tuple[str, regex.Pattern]:
         raise TokenizerError(f"bad split pattern {pattern!r}: {e}") from None
 
 
+def _split(pat: regex.Pattern, text: str) -> list[str]:
+    """All whole matches, as tiktoken takes them (findall would return a custom regex's groups)."""
+    return [m.group() for m in pat.finditer(text)] if pat.groups else pat.findall(text)
+
+
 def _merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     """Replace every non-overlapping occurrence of `pair` (left to right) with new_id."""
     out, i, n, (a, b) = [], 0, len(ids), pair
@@ -75,12 +80,14 @@ class _ChunkCache(dict):
     """chunk (str) -> token ids; a miss runs BPE. `dict.__missing__` keeps hits at C speed.
     Values are tuples: tuples of ints drop out of the garbage collector's tracking, lists don't."""
 
-    def __init__(self, bpe):
+    def __init__(self, ranks: dict[bytes, int], bpe):
         super().__init__()
-        self.bpe = bpe
+        self.ranks, self.bpe = ranks, bpe
 
     def __missing__(self, chunk: str) -> tuple[int, ...]:
-        ids = tuple(self.bpe(chunk.encode("utf-8")))  # lone surrogates raise; encode_ordinary handles it
+        piece = chunk.encode("utf-8")  # lone surrogates raise; encode_ordinary handles it
+        rank = self.ranks.get(piece)   # fast path: the whole chunk is one token
+        ids = (rank,) if rank is not None else tuple(self.bpe(piece))
         if len(self) >= _CACHE_MAX:
             self.clear()
         self[chunk] = ids
@@ -110,7 +117,7 @@ class Tokenizer:
                 raise TokenizerError(f"special token {name!r} id {i} collides with another token")
             self._id_to_bytes[i] = name.encode("utf-8")
         self.vocab_size: int = max(self._id_to_bytes) + 1
-        self._cache = _ChunkCache(self._bpe)
+        self._cache = _ChunkCache(self._ranks, self._bpe)
         self._special_res: dict[frozenset, regex.Pattern] = {}
 
     # ---------------------------------------------------------------- training
@@ -126,7 +133,7 @@ class Tokenizer:
         pat = resolve_pattern(pattern)[1]
         counts: Counter[str] = Counter()
         for t in ([text] if isinstance(text, str) else text):
-            counts.update(pat.findall(t))
+            counts.update(_split(pat, t))
         words = [list(w.encode("utf-8", "surrogatepass")) for w in counts]  # unique chunks
         freqs = list(counts.values())
         stats: dict[tuple[int, int], int] = defaultdict(int)          # pair -> weighted count
@@ -224,9 +231,13 @@ class Tokenizer:
             i = nxt[i]
         return out
 
+    def split(self, text: str) -> list[str]:
+        """The regex pre-tokenization: the chunks BPE runs on."""
+        return _split(self._pat, text)
+
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode text with no special-token handling (specials spelled in text are plain text)."""
-        chunks = self._pat.findall(text)
+        chunks = self.split(text)
         try:
             return list(chain.from_iterable(map(self._cache.__getitem__, chunks)))
         except UnicodeEncodeError:  # lone surrogates: replace them like tiktoken does
