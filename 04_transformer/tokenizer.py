@@ -67,12 +67,9 @@ def _merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     """Replace every non-overlapping occurrence of `pair` (left to right) with new_id."""
     out, i, n, (a, b) = [], 0, len(ids), pair
     while i < n:
-        if ids[i] == a and i + 1 < n and ids[i + 1] == b:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
+        pair_here = ids[i] == a and i + 1 < n and ids[i + 1] == b
+        out.append(new_id if pair_here else ids[i])
+        i += 2 if pair_here else 1
     return out
 
 
@@ -131,9 +128,13 @@ class Tokenizer:
         if n_tokens < 256:
             raise TokenizerError(f"vocab_size {vocab_size} < 256 bytes + {len(specials)} specials")
         pat = resolve_pattern(pattern)[1]
+        # Special tokens in the text (e.g. rendered chats) are cut out, as encode(allowed_special=
+        # "all") would cut them, so no vocab is spent on merges like "<|" or "|>".
+        cut = regex.compile("|".join(map(regex.escape, sorted(specials, key=len, reverse=True))) or "(?!)")
         counts: Counter[str] = Counter()
         for t in ([text] if isinstance(text, str) else text):
-            counts.update(_split(pat, t))
+            for part in cut.split(t):
+                counts.update(_split(pat, part))
         words = [list(w.encode("utf-8", "surrogatepass")) for w in counts]  # unique chunks
         freqs = list(counts.values())
         stats: dict[tuple[int, int], int] = defaultdict(int)          # pair -> weighted count
@@ -270,6 +271,7 @@ class Tokenizer:
         return ids
 
     def encode_special(self, name: str) -> int:
+        """The id of a special token, e.g. tok.encode_special("<|end|>")."""
         try:
             return self.special_tokens[name]
         except KeyError:
@@ -277,11 +279,7 @@ class Tokenizer:
 
     # ---------------------------------------------------------------- decoding
     def id_to_bytes(self, token_id: int) -> bytes:
-        try:
-            return self._id_to_bytes[token_id]
-        except (KeyError, TypeError):
-            pass
-        try:
+        try:  # operator.index: ints, numpy ints and 0-d integer tensors; not floats
             return self._id_to_bytes[operator.index(token_id)]
         except (KeyError, TypeError, ValueError):
             raise TokenizerError(f"invalid token id {token_id!r} (vocab_size {self.vocab_size})") from None
@@ -290,7 +288,7 @@ class Tokenizer:
         ids = ids if isinstance(ids, list) else list(ids)
         try:
             return b"".join(map(self._id_to_bytes.__getitem__, ids))
-        except (KeyError, TypeError):  # report the first bad id (tensor elements go through __index__)
+        except (KeyError, TypeError):  # slow path: tensor elements, or report the first bad id
             return b"".join(map(self.id_to_bytes, ids))
 
     def decode(self, ids: Iterable[int]) -> str:

@@ -163,6 +163,11 @@ def test_training_is_byte_level_and_sized(trained_tok):
     assert again.mergeable_ranks == tok.mergeable_ranks  # deterministic
     with pytest.raises(TokenizerError):
         Tokenizer.train("abc", vocab_size=100)
+    chat = Tokenizer.train("<|user|>hi there<|end|><|assistant|><|answer|>hello<|end|>" * 50, vocab_size=300)
+    merges = [chat.id_to_bytes(i) for i in range(256, chat.vocab_size - len(SPECIAL_TOKENS))]
+    assert b" there" in merges and not any(b"<" in m or b"|" in m for m in merges)  # specials were cut out
+    tiny = Tokenizer.train("abab", vocab_size=1000)  # runs out of pairs: a smaller vocab, specials last
+    assert tiny.id_to_bytes(256) == b"ab" and tiny.vocab_size < 1000
 
 
 def test_specials(trained_tok):
