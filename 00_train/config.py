@@ -21,7 +21,7 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0        # max global grad norm; 0 = off
     eval_interval: int = 250      # steps between validation losses (also at the start and the end)
-    eval_iters: int = 20          # validation batches per estimate (the same windows every time)
+    eval_iters: int = 20          # validation batches per estimate (same windows every time); 0 = no validation
     sample_interval: int = 0      # steps between printed samples; 0 = only at the end
     sample_tokens: int = 120
     ckpt_interval: int = 1000     # steps between checkpoints (also at the end)

@@ -165,7 +165,7 @@ def train(cfg: Config, run: str = "default", device: str = "auto", resume: bool 
     tok_s = mfu = None
     try:
         while step < t.max_steps:
-            if step % t.eval_interval == 0 and (step > start or not resume):
+            if t.eval_iters and step % t.eval_interval == 0 and (step > start or not resume):
                 val_loss = evaluate()
                 if master:
                     log.log({"step": step, "val_loss": val_loss})
@@ -223,11 +223,12 @@ def train(cfg: Config, run: str = "default", device: str = "auto", resume: bool 
     interrupted = stop.stop
     signal.signal(signal.SIGINT, signal.default_int_handler)
     train_time = time.time() - t_train
-    val_loss = evaluate()
+    val_loss = evaluate() if t.eval_iters else None  # eval_iters=0: no validation (benchmarks)
     if master:
         if n_log:  # a partial log interval: report its mean loss too
             train_loss = loss_acc.item() / n_log
-        log.log({"step": step, "val_loss": val_loss})
+        if val_loss is not None:
+            log.log({"step": step, "val_loss": val_loss})
         save(step, train_loss, val_loss)
         plot_log(log_path, out / "base_loss.png", f"{run}: pretraining")
     if ddp:
