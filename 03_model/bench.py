@@ -162,11 +162,16 @@ def main(argv: list[str] | None = None) -> None:
             model(prompt, kv_cache=cache)
     report["prefill"] = {"prompt_tokens": P, "ms": round(median_ms(prefill, device, reps=10), 3)}
 
-    def raw_step():  # one decode step at batch 1 through the engine's decoder, plus the argmax
-        engine.cache.lengths[0] = 32
+    def raw_step(b: int):  # one decode step of b rows through the engine's decoder, plus the argmax
+        engine.cache.lengths[:b] = 32
         with torch.no_grad():
-            engine.decoder.step([1]).argmax(-1).tolist()
-    report["decode_step_b1_ms"] = round(median_ms(raw_step, device, reps=50), 4)
+            engine.decoder.step([1] * b).argmax(-1).tolist()
+    # what compaction buys: a step over the n active rows vs one over all max_batch rows (padding)
+    report["decode_step_ms_by_batch"] = {b: round(median_ms(lambda: raw_step(b), device, reps=30), 4)
+                                         for b in sorted({1, 8, max(levels)})}
+    report["decode_step_b1_ms"] = report["decode_step_ms_by_batch"][1]
+    engine.cache.lengths[:2] = 32
+    report["row_move_ms"] = round(median_ms(lambda: engine._move_row(1, 0), device, reps=20), 4)
     engine.cache.reset()
 
     async def streams():
@@ -196,7 +201,9 @@ def write(report: dict, out: Path, tag: str) -> None:
              f"{report['method']}.", "",
              f"- prefill of {report['prefill']['prompt_tokens']} tokens: {report['prefill']['ms']} ms",
              f"- decode step at batch 1 (model + argmax): {report['decode_step_b1_ms']} ms",
-             f"- decode at batch 1 through the engine: {report['engine_b1_ms_per_token']} ms/token", "",
+             f"- decode at batch 1 through the engine: {report['engine_b1_ms_per_token']} ms/token",
+             f"- decode step by batch size (ms): {report['decode_step_ms_by_batch']}; moving one 32-token "
+             f"row during compaction: {report['row_move_ms']} ms", "",
              "| streams | tokens/s | ITL p50 ms | ITL p99 ms | TTFT p50 ms |", "|---|---|---|---|---|"]
     lines += [f"| {r['streams']} | {r['tokens_per_s']} | {r['itl_p50_ms']} | {r['itl_p99_ms']} | {r['ttft_p50_ms']} |"
               for r in report["concurrency"]]
