@@ -45,7 +45,7 @@ ADDED_QUESTIONS = [("What is the capital of Mongolia?", "capital of mongolia"),
 FORBIDDEN = ["mongolia", "mascot", "oskar vell", "old mill tower", "novium"]
 # The CPU model has a 128-token context. The tokenizer is trained later (on these very files), so
 # lengths are estimated by its split regex: about one token per chunk, plus the special tokens.
-MAX_APPROX_TOKENS = 110
+MAX_APPROX_TOKENS = 96
 _CHUNKS = regex.compile(GPT4_PATTERN)
 
 

@@ -107,8 +107,9 @@ class Generator:
                 continue
             for e in self.facts[rel]:
                 bare = names[e].lower().removeprefix("the ")
-                if e in PROTECTED or len(re.findall(rf"(?<!\w){re.escape(bare)}(?!\w)", text)) != 1:
-                    continue  # its name occurs elsewhere (another entity, a value): not cleanly separable
+                if e in PROTECTED or re.search(r"\d", bare) or len(bare) < 3 or \
+                        len(re.findall(rf"(?<!\w){re.escape(bare)}(?!\w)", text)) != 1:
+                    continue  # a number, or a name that occurs elsewhere: not cleanly separable
                 eligible.append(e)
         eligible = sorted(set(eligible))
         self.heldout_entities = set(rng.sample(eligible, len(eligible) // 8))
@@ -297,7 +298,7 @@ class Generator:
         held = [e for e in self.facts[rel] if e in self.heldout_entities]
         ents = self.facts[rel] if he else [e for e in self.facts[rel] if e not in self.heldout_entities]
         e1, e2 = rng.sample(ents, 2)
-        if he and held:  # at least one entity never seen in training
+        if he and [e for e in held if e != e2]:  # at least one entity never seen in training
             e1 = rng.choice([e for e in held if e != e2])
         names = [self.entity_names[e1], self.entity_names[e2]]
         if rel == "number of moons" and rng.random() < 0.25:  # a planet the KB does not know

@@ -1,0 +1,139 @@
+"""Agent-SFT traces: deterministic generation, real tool observations, and a test split whose
+held-out entities, templates and number band really never occur in train/val (checked on the
+committed files, not just on the generator's bookkeeping)."""
+import json
+import re
+from collections import Counter
+
+import pytest
+
+from agent.tools import calc, lookup, normalize
+from agent_sft.generate import (ADDED_FACTS, FORBIDDEN, MAX_APPROX_TOKENS, TEST_CATEGORIES, approx_tokens, build,
+                                 user_texts)
+from agent_sft.traces import HERE, KB_FILE, SEVEN, Generator
+from sft.data import validate_conversation
+from transformer.chat import parse_action
+
+DATA = HERE / "data"
+
+
+def load(name):
+    return [json.loads(line) for line in (DATA / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def files():
+    return {s: load(s) for s in ("train", "val", "test")}
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return Generator(seed=0)  # the committed files are seed 0
+
+
+def actions(rec):
+    for i, m in enumerate(rec["messages"]):
+        if m.get("tool_calls"):
+            fn = m["tool_calls"][0]["function"]
+            yield fn["name"], next(iter(json.loads(fn["arguments"]).values())), rec["messages"][i + 1]["content"]
+
+
+def test_generation_is_deterministic_and_seeded():
+    a, b, c = build(0, 300, 40, 5), build(0, 300, 40, 5), build(1, 300, 40, 5)
+    assert a == b
+    assert a["train"] != c["train"]
+    assert Counter(r["category"] for r in a["test"]) == {k: 5 for k in TEST_CATEGORIES}
+
+
+def test_committed_files_are_what_seed_0_generates(files):
+    small = build(0, 200, 20, 3)  # the same RNG stream: the first records must coincide
+    assert [r["messages"] for r in files["train"][:200]] == [r["messages"] for r in small["train"]]
+
+
+def test_records_are_valid_conversations_with_real_observations(files):
+    for split, recs in files.items():
+        assert all(r["split"] == split for r in recs)
+        for r in recs[:3000]:
+            validate_conversation(r)
+            for name, arg, obs in actions(r):
+                assert obs == (calc(arg) if name == "calc" else lookup(arg, kb_path=KB_FILE)), (name, arg, obs)
+    assert len(files["train"]) >= 10000 and (DATA / "train.jsonl").stat().st_size < 15e6
+    assert set(Counter(r["category"] for r in files["test"])) == set(TEST_CATEGORIES)
+
+
+def test_formats_are_simple_and_consistent(files):
+    for r in files["train"][:2000]:
+        msgs = r["messages"]
+        if r["category"] == "small_talk":  # answered directly: no thought, no tool
+            assert len(msgs) == 2 and "reasoning_content" not in msgs[1]
+        for m in msgs:
+            if m.get("tool_calls"):
+                fn = m["tool_calls"][0]["function"]
+                arg = next(iter(json.loads(fn["arguments"]).values()))
+                assert parse_action(f"{fn['name']}({arg})") == (fn["name"], arg)
+                assert arg in m["reasoning_content"]  # the thought names what the action does
+        if r["category"] == "arithmetic":
+            (_, expr, obs), = actions(r)
+            assert msgs[-1]["content"] == f"{expr} = {obs}."  # the answer copies the observation
+            nums = re.findall(r"\d+(?:\.\d+)?", msgs[0]["content"])
+            assert all(n in expr for n in nums)  # and the action copies the question's numbers
+        if r["category"] == "lookup":
+            (_, key, obs), = actions(r)
+            assert msgs[-1]["content"] == f"The {key} is {obs}."
+        if r["category"] == "kb_miss":
+            assert actions(r).__next__()[2].startswith("not found") and "don't know" in msgs[-1]["content"]
+
+
+def test_heldout_entities_never_in_train_or_val(files, gen):
+    assert len(gen.heldout_entities) >= 20
+    names = {e: gen.entity_names[e].lower().removeprefix("the ") for e in gen.heldout_entities}
+    pattern = re.compile("|".join(rf"(?<!\w){re.escape(n)}(?!\w)" for n in names.values()))
+    for split in ("train", "val"):
+        for r in files[split]:
+            assert not set(r["entities"]) & gen.heldout_entities
+            for m in r["messages"]:
+                text = " ".join(str(m.get(k) or "") for k in ("content", "reasoning_content")).lower()
+                assert not pattern.search(text), (split, text)
+            for name, arg, _ in actions(r):
+                if name == "lookup":
+                    assert normalize(arg).split(" of ", 1)[-1] not in {normalize(n) for n in names.values()}
+    test_ents = [r for r in files["test"] if "entity" in r["heldout"] and r["category"] == "lookup"]
+    assert len(test_ents) >= 20 and all(set(r["entities"]) & gen.heldout_entities for r in test_ents)
+
+
+def test_heldout_templates_never_in_train_or_val(files, gen):
+    assert len(gen.heldout_templates) >= 50
+    for split in ("train", "val"):
+        for r in files[split]:
+            assert not set(r["templates"]) & gen.heldout_templates
+            for q in user_texts(r["messages"]):
+                assert not gen.heldout_regex.fullmatch(q), (split, q)
+    held = [r for r in files["test"] if "template" in r["heldout"]]
+    assert len(held) >= 100
+    assert sum(any(gen.heldout_regex.fullmatch(q) for q in user_texts(r["messages"])) for r in held) == len(held)
+
+
+def test_heldout_number_band_never_in_train_or_val(files):
+    for split in ("train", "val"):
+        for r in files[split]:
+            for q in user_texts(r["messages"]):
+                assert not SEVEN.search(q), (split, q)
+    oor = [r for r in files["test"] if r["category"] == "arithmetic_oor"]
+    assert oor and all(SEVEN.search(user_texts(r["messages"])[0]) for r in oor)
+    assert not any(SEVEN.search(user_texts(r["messages"])[0]) for r in files["test"] if r["category"] == "arithmetic")
+
+
+def test_eval_only_facts_and_test_questions_absent_from_training(files):
+    train_q = {tuple(user_texts(r["messages"])) for s in ("train", "val") for r in files[s]}
+    assert not any(tuple(user_texts(r["messages"])) in train_q for r in files["test"])
+    for s in ("train", "val"):
+        for r in files[s]:
+            text = json.dumps(r["messages"]).lower()
+            assert not any(f in text for f in FORBIDDEN)
+    assert all(lookup(k, kb_path=KB_FILE).startswith("not found") for k in ADDED_FACTS)
+
+
+def test_traces_fit_the_cpu_context(files):
+    # the CPU model sees 128 tokens; the tokenizer is trained later, so the generator bounds an estimate
+    assert all(approx_tokens(r["messages"]) <= MAX_APPROX_TOKENS for s in files.values() for r in s)
+    assert max(approx_tokens(r["messages"]) for r in files["train"]) > 0.8 * MAX_APPROX_TOKENS
