@@ -26,9 +26,9 @@ import torch
 from transformer import GPT, GPTConfig
 from transformer.tokenizer import Tokenizer
 
+from .decode import pick_device
 from .engine import Done, Engine, Request
 from .sampling import SamplingParams
-from .serve import pick_device
 
 PRESETS = {"gpt2-124m": GPTConfig(block_size=1024, vocab_size=50304, n_layer=12, n_head=12, n_embd=768),
            "cpu": GPTConfig(block_size=256, vocab_size=4096, n_layer=4, n_head=4, n_embd=128)}

@@ -20,15 +20,8 @@ from transformer.checkpoint import CheckpointError, load_checkpoint
 from transformer.tokenizer import Tokenizer, TokenizerError
 
 from .api import create_app
+from .decode import pick_device
 from .engine import Engine
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
 
 
 def tokenizer_dir(checkpoint: Path, meta: dict, flag: str | None) -> Path:
