@@ -27,7 +27,7 @@ from .trainer import ROOT, SFTConfig, train
 
 # Presets: the CPU one must finish (together with agent SFT's) in a few minutes on 2 cores.
 PRESETS = {
-    "cpu": dict(max_steps=150, batch_size=16, lr=1e-3, min_lr=1e-4, warmup_steps=15, eval_interval=50),
+    "cpu": dict(max_steps=200, batch_size=16, lr=1e-3, min_lr=1e-4, warmup_steps=15, eval_interval=50, max_time=25),
     "gpu": dict(max_steps=600, batch_size=32, lr=3e-4, min_lr=3e-5, warmup_steps=30, eval_interval=100),
 }
 

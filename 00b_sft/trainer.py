@@ -54,6 +54,7 @@ class SFTConfig:
     device: str = "auto"        # auto | cpu | cuda | cuda:N | mps
     dtype: str = "auto"         # auto (bfloat16 on CUDA, else float32) | float32 | bfloat16
     stop_after: int = 0         # stop (resumably) after this step; 0 = run to max_steps
+    max_time: float = 0.0       # seconds; the LR schedule follows max(step, time) so a slow machine ends on time
 
     @classmethod
     def field_types(cls) -> dict[str, type]:
@@ -216,8 +217,14 @@ def train(model: GPT, tok, train_convs: list[dict], val_convs: list[dict], cfg: 
     t0, tokens = time.time() - elapsed, 0
     if step == 0:
         evaluate()
-    while step < end:
-        lr = lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
+
+    def schedule_step() -> int:
+        """Where the LR schedule is. With max_time, elapsed time can move it ahead of the step count:
+        a slow machine still warms up, decays and finishes within max_time, with fewer steps."""
+        return max(step, int(cfg.max_steps * elapsed / cfg.max_time)) if cfg.max_time > 0 else step
+
+    while step < end and schedule_step() < cfg.max_steps:
+        lr = lr_at(schedule_step(), cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = batches.get(step)
@@ -243,12 +250,15 @@ def train(model: GPT, tok, train_convs: list[dict], val_convs: list[dict], cfg: 
         if cfg.ckpt_interval and step % cfg.ckpt_interval == 0 and step < cfg.max_steps:
             save(final=False)
     bar.close()
-    done = step >= cfg.max_steps
+    done = schedule_step() >= cfg.max_steps
+    if done and (not history["val"] or history["val"][-1][0] != step):
+        evaluate()
+    full_meta["time_limited"] = done and step < cfg.max_steps
     save(final=done)
     if plot_path:
         plot_losses(history, plot_path, title=f"{meta.get('stage', 'sft')} loss")
     tail = [v for _, v in history["train"][-20:]]
-    return {"steps": step, "complete": done, "time_s": round(elapsed, 1), "device": device,
+    return {"steps": step, "complete": done, "time_limited": full_meta["time_limited"], "time_s": round(elapsed, 1), "device": device,
             "learned_tokens_per_s": round(tokens / max(elapsed, 1e-9)),
             "train_loss_first": history["train"][0][1] if history["train"] else None,
             "train_loss_last20": sum(tail) / len(tail) if tail else None,

@@ -154,3 +154,15 @@ def test_gpt2_vocab_and_merges_convert_to_equivalent_ranks(tmp_path):
         assert tok.encode(text) == ref.encode(text), text
     assert tok.special_tokens["<|endoftext|>"] == 256 + len(merges)
     assert set(SPECIAL_TOKENS) <= set(tok.special_tokens) and tok.vocab_size == len(vocab) + 7
+
+
+def test_max_time_ends_on_time_with_a_decayed_schedule(run, convs, tmp_path):
+    model, tok = fresh(run)
+    cfg = SFTConfig(max_steps=100000, batch_size=8, lr=3e-3, min_lr=1e-4, warmup_steps=2, eval_interval=10**6,
+                    eval_batches=1, max_time=1.5)
+    s = train(model, tok, convs[:100], convs[100:], cfg, tmp_path / "sft", {"stage": "sft"},
+              log_path=tmp_path / "log.jsonl")
+    assert s["complete"] and s["time_limited"] and 0 < s["steps"] < 100000 and s["time_s"] < 5
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines() if "lr" in line]
+    assert rows[-1]["lr"] < 0.2 * cfg.lr  # the cosine ran to (nearly) its end
+    assert json.loads((tmp_path / "sft" / "meta.json").read_text())["time_limited"] is True
