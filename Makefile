@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN ?= default
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-e2e venv dev browser cuda clean
+.PHONY: demo test test-e2e venv dev browser cuda bench-tokenizer clean
 
 # The venv is rebuilt when a requirements file changes; the stamp file records a finished install.
 $(BIN)/.installed: requirements.txt pyproject.toml
@@ -34,6 +34,10 @@ test: dev browser
 
 test-e2e: dev browser
 	$(BIN)/python -m pytest -q -m e2e
+
+bench-tokenizer: dev
+	$(BIN)/python -m transformer.bench_tokenizer --ranks $$($(BIN)/python tests/tokenizer_assets.py) \
+	  --out reports/tokenizer.json | tee reports/tokenizer.log
 
 cuda:
 	$(MAKE) -C 05_gpu
