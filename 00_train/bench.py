@@ -97,11 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="reports/pretrain_h100.json", help="JSON report path")
     ap.add_argument("--steps", type=int, default=12, help="optimizer steps of ours (0.5M tokens each)")
     ap.add_argument("--hf-steps", type=int, default=20, help="timed micro-batch steps of HF's model")
-    ap.add_argument("--batch-size", type=int, default=16, help="sequences per micro-batch (both models)")
+    ap.add_argument("--batch-size", type=int, default=None, help="sequences per micro-batch, both models (default: the preset's)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quick", action="store_true", help="tiny shape, few steps, no compile: a smoke test")
     args = ap.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    args.batch_size = args.batch_size or make_config("gpt2-124m").train.batch_size
     over = {"train.batch_size": str(args.batch_size)}
     if args.quick:
         over.update({"model.n_layer": "2", "model.n_embd": "128", "model.n_head": "2", "model.block_size": "128",

@@ -125,7 +125,8 @@ def prepare(run: str = "default", data: list[str] | None = None, vocab_size: int
                 sample_bytes += len(text)
         if n_docs == 0:
             raise SourceError(f"no documents in {data or 'the default corpus'}")
-        chat = list(chat_texts(ROOT))
+        # the repo's chat data: next to this package, or in the working directory (a copied package)
+        chat = list(chat_texts(ROOT if (ROOT / "00b_sft").is_dir() else Path.cwd()))
         log(f"training a {vocab_size}-token tokenizer on {sample_bytes:,} corpus chars "
             f"+ {len(chat)} chat/kb texts ...")
         tok = Tokenizer.train(sample + chat, vocab_size, pattern=pattern)
