@@ -137,14 +137,23 @@ def create_app(engine: Engine, tok, model_name: str, max_body_bytes: int = 1 << 
         """The request's engine events until Done/Failed. Stopping early (the client went away:
         the stream is cancelled, or `http` reports a disconnect) cancels the generation."""
         finished = False
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + 0.5
         try:
             while True:
-                try:
-                    event = await asyncio.wait_for(req.events.get(), 0.5)
-                except asyncio.TimeoutError:
-                    if http is not None and await http.is_disconnected():
-                        return
-                    continue
+                if http is None:  # a stream: Starlette cancels this task when the client goes away
+                    event = await req.events.get()
+                else:             # a plain response: nobody else watches the connection, poll it
+                    try:
+                        event = await asyncio.wait_for(req.events.get(), 0.5)
+                    except asyncio.TimeoutError:
+                        event = None
+                    if loop.time() >= next_check:
+                        next_check = loop.time() + 0.5
+                        if await http.is_disconnected():
+                            return
+                    if event is None:
+                        continue
                 finished = isinstance(event, (Done, Failed))
                 yield event
                 if finished:
@@ -176,8 +185,8 @@ def create_app(engine: Engine, tok, model_name: str, max_body_bytes: int = 1 << 
         body = await parse(http, ChatRequest)
         try:
             prompt = await asyncio.to_thread(render_prompt, [m.as_dict() for m in body.messages], tok)
-        except (ValueError, KeyError, TypeError) as e:
-            raise APIError(400, f"messages: {e}", param="messages") from None
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            raise APIError(400, f"messages: {e or 'no user or tool message'}", param="messages") from None
         req = submit(prompt, body, chat=True, param="messages")
         asm, shapes = ChatAssembler(tok), Shapes(body.model or model_name, chat=True)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -105,6 +105,9 @@ class Engine:
         self.block_size = model.config.block_size
         self.max_batch, self.max_queue, self.step_delay = max_batch, max_queue, step_delay
         self.cache = model.new_kv_cache(max_batch)
+        # a model's vocab may be padded (e.g. to a multiple of 64) past the tokenizer's: never
+        # sample an id that the tokenizer cannot decode
+        self.n_vocab = min(tok.vocab_size, model.config.vocab_size)
         use_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         self.decoder = GraphDecoder(model, self.cache) if use_graphs else EagerDecoder(model, self.cache)
         self.slots: list[_Seq] = []
@@ -219,7 +222,7 @@ class Engine:
         if not self.slots:
             return
         self.stats["peak_active"] = max(self.stats["peak_active"], len(self.slots))
-        logits = self.decoder.step([s.last for s in self.slots])
+        logits = self.decoder.step([s.last for s in self.slots])[:, :self.n_vocab]
         tokens = sample(logits, [s.req.sampling for s in self.slots], [s.gen for s in self.slots]).tolist()
         self.stats["steps"] += 1
         self._retire([i for i, (s, t) in enumerate(zip(self.slots, tokens)) if self._advance(s, t)])
@@ -232,7 +235,7 @@ class Engine:
         self.slots.append(seq)
         idx = torch.tensor([req.prompt], dtype=torch.long, device=self.device)
         logits, _ = self.model(idx, kv_cache=self.cache, rows=rows)
-        token = sample(logits[:, -1, :], [req.sampling], [seq.gen]).item()
+        token = sample(logits[:, -1, :self.n_vocab], [req.sampling], [seq.gen]).item()
         if self._advance(seq, token):
             self._retire([row])
 

@@ -214,6 +214,24 @@ def test_max_tokens_clamped_to_the_window(tiny, engine):
         engine.submit(Request(prompt, 7, GREEDY))
 
 
+def test_padded_vocab_never_samples_undecodable_ids(tiny):
+    """Training pads the vocab (e.g. to a multiple of 64); ids past the tokenizer must never come out."""
+    _, tok = tiny
+    from transformer import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=64, vocab_size=tok.vocab_size + 64, n_layer=1, n_head=2, n_embd=32)).eval()
+    with torch.no_grad():
+        model.transformer.wte.weight[tok.vocab_size:] *= 100  # the padding ids would win every argmax
+    eng = Engine(model, tok, max_batch=2).start()
+    try:
+        for params in (GREEDY, SamplingParams(temperature=2.0, seed=0)):
+            text, done = collect(eng.submit(Request(tok.encode("abc"), 20, params)))
+            assert done.finish_reason == "length" and done.completion_tokens == 20
+        assert eng.health()["stats"]["failed"] == 0
+    finally:
+        eng.stop(drain=False, timeout=10)
+
+
 def test_cancel_frees_the_slot_and_queue_is_bounded(tiny):
     model, tok = tiny
     eng = Engine(model, tok, max_batch=1, max_queue=1, step_delay=0.02).start()

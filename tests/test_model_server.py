@@ -208,6 +208,7 @@ def test_bad_input(server, run):
         assert e.status_code == 400 and e.body["type"] == "invalid_request_error", bad
     assert err(c.chat.completions.create, messages=[{"role": "assistant", "content": "x"}]).status_code == 400
     assert err(c.chat.completions.create, messages=[{"role": "wizard", "content": "x"}]).status_code == 400
+    assert err(c.chat.completions.create, messages=[{"role": "system", "content": "x"}]).status_code == 400
     # max_tokens past the window is clamped to what fits
     r = c.completions.create(model="agent", prompt="a" * 200, max_tokens=10_000, temperature=0)
     assert r.usage.prompt_tokens + r.usage.completion_tokens <= 256
@@ -232,6 +233,17 @@ def test_disconnect_frees_the_slot(slow):
     while (h := slow.health())["slots"]["active"] and time.time() < deadline:
         time.sleep(0.02)
     assert h["slots"] == {"total": 1, "active": 0, "free": 1} and h["stats"]["cancelled"] == before + 1
+
+
+def test_disconnect_of_a_non_streaming_request_frees_the_slot(slow):
+    before = slow.health()["stats"]["cancelled"]
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up after 0.3 s of a ~4 s generation
+        httpx.post(slow.url + "/v1/completions", json={"prompt": "Hello", "max_tokens": 200, "temperature": 0},
+                   timeout=httpx.Timeout(5, read=0.3))
+    deadline = time.time() + 5
+    while (h := slow.health())["stats"]["cancelled"] == before and time.time() < deadline:
+        time.sleep(0.05)
+    assert h["stats"]["cancelled"] == before + 1 and h["slots"]["active"] == 0
 
 
 def test_full_queue_gives_429(slow):
