@@ -48,10 +48,11 @@ class Config:
 
 # vocab_size 0 = take it from the data (the run's tokenizer), rounded up to a multiple of 64
 PRESETS: dict[str, dict[str, dict]] = {
-    # 2 CPU cores, <= 3 minutes: a small model on Shakespeare (vocab 4096 from `train.prepare`)
+    # 2 CPU cores, <= 3 minutes: 1.3M params, ~1M tokens of Shakespeare (vocab 4096 from `train.prepare`).
+    # max_time stops (and saves) early on a machine slower than the ~8k tokens/s this was sized for.
     "cpu": {"model": dict(block_size=128, vocab_size=0, n_layer=4, n_head=4, n_embd=128),
-            "train": dict(batch_size=32, max_steps=1500, lr=3e-3, min_lr=3e-4, warmup_steps=50,
-                          eval_interval=250, eval_iters=8, ckpt_interval=500, log_interval=10, max_time=165)},
+            "train": dict(batch_size=16, max_steps=500, lr=3e-3, min_lr=3e-4, warmup_steps=30,
+                          eval_interval=100, eval_iters=8, ckpt_interval=500, log_interval=10, max_time=150)},
     # one H100, <= 2 minutes: ~27M parameters, bf16
     "gpu": {"model": dict(block_size=512, vocab_size=0, n_layer=8, n_head=8, n_embd=512, dropout=0.2),
             "train": dict(batch_size=64, max_steps=1000, lr=1e-3, min_lr=1e-4, warmup_steps=100,

@@ -88,8 +88,9 @@ def train(cfg: Config, run: str = "default", device: str = "auto", resume: bool 
     start = 0
     if state is not None:
         loaded, meta = load_checkpoint(ckpt_dir)
-        if loaded.config.to_dict() != cfg.model.to_dict():
-            raise CheckpointError(f"{ckpt_dir} holds model {loaded.config.to_dict()}, config says {cfg.model.to_dict()}")
+        shape = lambda c: {k: v for k, v in c.to_dict().items() if k not in ("dropout", "attn_backend")}
+        if shape(loaded.config) != shape(cfg.model):
+            raise CheckpointError(f"{ckpt_dir} holds model {shape(loaded.config)}, config says {shape(cfg.model)}")
         if meta.get("step") != state["step"]:
             raise CheckpointError(f"{state_path} is from step {state['step']} but {ckpt_dir} from step "
                                   f"{meta.get('step')} (an interrupted save?); cannot resume exactly")
