@@ -14,7 +14,7 @@ addresses, so:
 - token ids and positions go through a static device buffer that each step refills.
 Graphs are captured lazily (the first step of each (batch, kv) bucket) or all at once by warmup().
 
-The graph runs the model's own blocks with explicit `pos`/`kv_len` instead of GPT.forward, because
+The graph runs GPT.forward_at with explicit `pos`/`kv_len` instead of GPT.forward, because
 GPT.forward computes positions on the CPU from `cache.lengths` (a host->device copy and a
 data-dependent kv length, neither of which can live inside a graph).
 """
@@ -98,12 +98,8 @@ class GraphDecoder:
         self.cache.lengths.copy_(lengths)
 
     def _forward(self, b: int, S: int) -> torch.Tensor:
-        tr = self.model.transformer
         idx, pos = self.inputs[0, :b, None], self.inputs[1, :b, None]  # (b, 1) each
-        x = tr.wte(idx) + tr.wpe(pos)
-        for i, block in enumerate(tr.h):
-            x = block(x, cache=self.cache.layer(i, slice(0, b)), pos=pos, kv_len=S, fresh=False)
-        return self.model.lm_head(tr.ln_f(x))[:, -1, :]
+        return self.model.forward_at(idx, pos, self.cache, slice(0, b), kv_len=S)[:, -1, :]
 
     def _capture(self, b: int, S: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         # warm up on a side stream (cuBLAS/attention pick their kernels), then record. The warm-up

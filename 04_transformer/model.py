@@ -143,36 +143,41 @@ class GPT(nn.Module):
         """idx (B, T) token ids -> logits (B, T, V), and the mean cross-entropy when targets are given
         (targets == IGNORE_INDEX are skipped). With kv_cache, idx continues cache rows `rows`."""
         B, T = idx.shape
-        cache_args: dict = {}
         if kv_cache is None:
             if T > self.config.block_size:
                 raise ValueError(f"sequence of {T} tokens is longer than block_size={self.config.block_size}")
-            pos = torch.arange(T, device=idx.device)[None, :]  # (1, T)
+            logits = self.forward_at(idx, torch.arange(T, device=idx.device)[None, :])
         else:
             rows = rows if rows is not None else slice(None)
             lens = kv_cache.lengths[rows]
             if lens.numel() != B:
                 raise ValueError(f"idx has batch {B} but the selected cache rows number {lens.numel()}")
-            pos_cpu = kv_cache.positions(rows, T)  # (B, T), raises past max_len
-            if int(pos_cpu.max()) >= self.config.block_size:
-                raise ValueError(f"position {int(pos_cpu.max())} is past block_size={self.config.block_size}")
-            pos = pos_cpu.to(idx.device, non_blocking=True)
-            fresh = bool((lens == 0).all())
-            cache_args = dict(pos=pos, kv_len=int(pos_cpu.max()) + 1, fresh=fresh)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
-        for i, block in enumerate(self.transformer.h):
-            if kv_cache is not None:
-                cache_args["cache"] = kv_cache.layer(i, rows)
-            x = block(x, **cache_args)
-        x = self.transformer.ln_f(x)
-        logits = self.lm_head(x)  # (B, T, V)
-        if kv_cache is not None:
+            pos = kv_cache.positions(rows, T)  # (B, T) on the CPU; raises past max_len
+            if int(pos.max()) >= self.config.block_size:
+                raise ValueError(f"position {int(pos.max())} is past block_size={self.config.block_size}")
+            logits = self.forward_at(idx, pos.to(idx.device, non_blocking=True), kv_cache, rows,
+                                     kv_len=int(pos.max()) + 1, fresh=bool((lens == 0).all()))
             kv_cache.lengths[rows] += T
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
                                    ignore_index=IGNORE_INDEX)
         return logits, loss
+
+    def forward_at(self, idx: torch.Tensor, pos: torch.Tensor, kv_cache: KVCache | None = None,
+                   rows: slice | None = None, kv_len: int = 0, fresh: bool = False) -> torch.Tensor:
+        """The forward pass at explicit positions pos (B, T) on idx's device -> logits (B, T, V).
+
+        With kv_cache, the new keys/values go into cache rows `rows` at `pos`, and each query attends
+        to the first kv_len cache positions under the mask `key position <= query position` (fresh:
+        the rows were empty, so plain causal attention over the new tokens is the same thing).
+        Nothing here reads or updates `cache.lengths` and no shape depends on data, so a fixed
+        (pos buffer, kv_len) step can be captured as a CUDA graph (03_model does)."""
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for i, block in enumerate(self.transformer.h):
+            cache = kv_cache.layer(i, rows if rows is not None else slice(None)) if kv_cache is not None else None
+            x = block(x, cache=cache, pos=pos, kv_len=kv_len, fresh=fresh)
+        return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None, device=None, dtype=None) -> KVCache:
         cfg = self.config
