@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN ?= default
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-e2e venv dev browser cuda bench-tokenizer clean
+.PHONY: demo test test-e2e test-gpu venv dev browser cuda bench-tokenizer bench-gpu bench-serving clean
 
 # The venv is rebuilt when a requirements file changes; the stamp file records a finished install.
 $(BIN)/.installed: requirements.txt pyproject.toml
@@ -38,6 +38,16 @@ test-e2e: dev browser
 bench-tokenizer: dev
 	$(BIN)/python -m transformer.bench_tokenizer --ranks $$($(BIN)/python tests/tokenizer_assets.py) \
 	  --out reports/tokenizer.json | tee reports/tokenizer.log
+
+# On a machine with an NVIDIA GPU: GPU-only tests and the benchmarks that write reports/.
+test-gpu: dev cuda
+	$(BIN)/python -m pytest -q -m gpu
+
+bench-gpu: venv cuda
+	$(BIN)/python -m gpu.bench --out reports
+
+bench-serving: venv
+	$(BIN)/python -m model.bench --out reports
 
 cuda:
 	$(MAKE) -C 05_gpu
