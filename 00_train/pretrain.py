@@ -35,7 +35,7 @@ from transformer.tokenizer import Tokenizer
 from .config import PRESETS, Config, apply_overrides, grad_accum_steps, make_config, parse_overrides
 from .data import Batches, DataError, TokenShards, unigram_entropy
 from .common import lr_at
-from .metrics import open_log, peak_flops, plot_log
+from .metrics import open_log, peak_flops, plot_log, process_age_s
 from .state import StopFlag, git_commit, rng_state, set_rng_state
 
 def train(cfg: Config, run: str = "default", device: str = "auto", resume: bool = False,
@@ -83,6 +83,8 @@ def train(cfg: Config, run: str = "default", device: str = "auto", resume: bool 
     np.random.seed(t.seed)
     if dev.type == "cuda":
         torch.set_float32_matmul_precision("high")
+    elif t.threads > 0:
+        torch.set_num_threads(t.threads)
 
     raw = GPT(cfg.model)
     start = 0
@@ -278,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.report and summary["rank"] == 0:
         summary.update(preset=preset, command=" ".join(["python -m train.pretrain"] + (argv or sys.argv[1:])),
-                       process_wall_time_s=time.time() - t0)
+                       main_wall_time_s=time.time() - t0, process_wall_time_s=process_age_s())
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(summary, indent=2) + "\n")
     return 130 if summary["interrupted"] else 0

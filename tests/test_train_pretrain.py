@@ -30,6 +30,15 @@ TINY = {"model.block_size": "32", "model.n_layer": "2", "model.n_head": "2", "mo
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from 2 threads, and on a busy machine OpenMP threads wait on each other."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     """runs/<name>/{data,tokenizer} prepared from a small synthetic corpus with a learnable structure."""
