@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent  # the repo: 00b_sft/ and 00c_agen
 INDEX = "index.json"
 VAL_EVERY = 10          # document i goes to val when i % VAL_EVERY == VAL_EVERY - 1
 SHARD_TOKENS = 1 << 27  # 128M tokens per shard file
+CHAT_SHARE = 0.2        # chat texts in the tokenizer's training text: at most this fraction of the corpus sample
 
 
 def cut(text: str, k: int) -> list[str]:
@@ -52,6 +53,15 @@ def cut(text: str, k: int) -> list[str]:
             cur = []
     parts.append("\n\n".join(cur))
     return [p for p in parts if p.strip()]
+
+
+def select_chat(texts: Iterator[str], corpus_chars: int, share: float = CHAT_SHARE) -> list[str]:
+    """Distinct chat texts, thinned evenly to at most `share` x the corpus sample: generated traces repeat
+    their templates thousands of times and would otherwise spend the merges on them."""
+    distinct = list(dict.fromkeys(texts))
+    total, cap = sum(map(len, distinct)), share * corpus_chars
+    step = max(1, math.ceil(total / cap)) if cap > 0 else 1
+    return distinct[::step]
 
 
 class ShardWriter:
@@ -126,7 +136,7 @@ def prepare(run: str = "default", data: list[str] | None = None, vocab_size: int
         if n_docs == 0:
             raise SourceError(f"no documents in {data or 'the default corpus'}")
         # the repo's chat data: next to this package, or in the working directory (a copied package)
-        chat = list(chat_texts(ROOT if (ROOT / "00b_sft").is_dir() else Path.cwd()))
+        chat = select_chat(chat_texts(ROOT if (ROOT / "00b_sft").is_dir() else Path.cwd()), sample_bytes)
         log(f"training a {vocab_size}-token tokenizer on {sample_bytes:,} corpus chars "
             f"+ {len(chat)} chat/kb texts ...")
         tok = Tokenizer.train(sample + chat, vocab_size, pattern=pattern)

@@ -18,7 +18,7 @@ import pytest
 
 from train import sources
 from train.prepare import main as prepare_main
-from train.prepare import prepare
+from train.prepare import prepare, select_chat
 from train.sources import SourceError, chat_texts, strip_gutenberg
 from transformer.tokenizer import Tokenizer
 
@@ -194,3 +194,10 @@ def test_chat_texts_feed_the_tokenizer(tmp_path):
     (tmp_path / "00c_agent_sft" / "kb.json").write_text('{"capital of france": "Paris"}')
     assert list(chat_texts(tmp_path)) == ["Hi there", "Hello!", "Add", "Use calc.", "calc(1 + 2)", "3",
                                           "capital of france: Paris"]
+
+
+def test_chat_texts_are_deduplicated_and_capped():
+    texts = ["What is 2 + 2?"] * 1000 + [f"fact {i}" for i in range(100)]
+    assert select_chat(iter(texts), corpus_chars=10**6) == list(dict.fromkeys(texts))
+    few = select_chat(iter(texts), corpus_chars=1000, share=0.2)  # cap 200 chars: every 4th distinct text
+    assert few[:2] == ["What is 2 + 2?", "fact 3"] and sum(map(len, few)) <= 250

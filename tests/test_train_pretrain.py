@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from train.config import make_config
+import train.prepare as prepare_module
 from train.prepare import prepare
 from train.pretrain import main as pretrain_main
 from train.pretrain import train
@@ -44,10 +45,12 @@ def runs(tmp_path_factory) -> Path:
     """runs/<name>/{data,tokenizer} prepared from a small synthetic corpus with a learnable structure."""
     tmp = tmp_path_factory.mktemp("pretrain")
     rng = random.Random(0)
-    for i in range(20):
-        lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8))).capitalize() + "." for _ in range(60)]
-        (tmp / f"d{i:02d}.txt").write_text("\n".join(lines) + "\n")
-    prepare("base", [str(tmp / "*.txt")], vocab_size=320, block_size=32, runs_dir=tmp / "runs", verbose=False)
+    sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8))).capitalize() + "." for _ in range(12)]
+    for i in range(20):  # lines drawn from 12 fixed sentences: the first words of a line predict the rest
+        (tmp / f"d{i:02d}.txt").write_text("\n".join(rng.choice(sentences) for _ in range(60)) + "\n")
+    with pytest.MonkeyPatch.context() as mp:  # independent of the repo's chat data
+        mp.setattr(prepare_module, "chat_texts", lambda root: iter(()))
+        prepare("base", [str(tmp / "*.txt")], vocab_size=320, block_size=32, runs_dir=tmp / "runs", verbose=False)
     return tmp / "runs"
 
 
