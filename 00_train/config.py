@@ -55,17 +55,19 @@ PRESETS: dict[str, dict[str, dict]] = {
     # (700 tokens/s) while another process used a core. max_time stops (and saves) early on a slower machine.
     "cpu": {"model": dict(block_size=128, vocab_size=0, n_layer=3, n_head=4, n_embd=96),
             "train": dict(batch_size=8, max_steps=1000, lr=6e-3, min_lr=6e-4, warmup_steps=30, threads=1,
-                          eval_interval=200, eval_iters=8, ckpt_interval=1000, log_interval=10, max_time=150)},
+                          eval_interval=200, eval_iters=8, sample_interval=500, ckpt_interval=1000, log_interval=10,
+                          max_time=150)},
     # one H100, <= 2 minutes: ~27M parameters, bf16
     "gpu": {"model": dict(block_size=512, vocab_size=0, n_layer=8, n_head=8, n_embd=512, dropout=0.2),
             "train": dict(batch_size=64, max_steps=1000, lr=1e-3, min_lr=1e-4, warmup_steps=100,
-                          eval_interval=200, eval_iters=20, ckpt_interval=1000, log_interval=20)},
+                          eval_interval=200, eval_iters=20, sample_interval=500, ckpt_interval=1000,
+                          log_interval=20)},
     # GPT-2 small's shape, for throughput: 0.5M tokens per step like GPT-2/nanoGPT; micro-batch 32 x 1024
     # measured 5% faster than 16 on an H100 (reports/pretrain_h100*.json)
     "gpt2-124m": {"model": dict(block_size=1024, vocab_size=50304, n_layer=12, n_head=12, n_embd=768),
                   "train": dict(batch_size=32, tokens_per_step=524288, max_steps=19073, lr=6e-4, min_lr=6e-5,
-                                warmup_steps=700, eval_interval=500, eval_iters=20, ckpt_interval=2000,
-                                log_interval=10, compile=True)},
+                                warmup_steps=700, eval_interval=500, eval_iters=20, sample_interval=2000,
+                                ckpt_interval=2000, log_interval=10, compile=True)},
 }
 
 
