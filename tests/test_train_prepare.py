@@ -155,7 +155,8 @@ def test_hf_dataset_via_local_server(tmp_path, monkeypatch):
         def do_GET(self):
             hits.append(self.path)
             body = files.get(self.path)
-            if self.path == "/api/datasets/someone/tiny/parquet/default/train":
+            if self.path in ("/api/datasets/someone/tiny/parquet/default/train",
+                             "/api/datasets/someone/tiny/parquet/en/validation"):
                 body = json.dumps([f"http://127.0.0.1:{server.server_port}/files/0.parquet"]).encode()
             self.send_response(200 if body else 404)
             self.end_headers()
@@ -173,6 +174,8 @@ def test_hf_dataset_via_local_server(tmp_path, monkeypatch):
                         verbose=False)
         assert index["splits"]["train"]["documents"] == 18 and index["splits"]["val"]["documents"] == 2
         assert "/files/0.parquet" in hits
+        assert len(list(sources.iter_documents(["hf:someone/tiny:en/validation"]))) == 20
+        assert "/api/datasets/someone/tiny/parquet/en/validation" in hits
         with pytest.raises(SourceError, match="HTTP 404"):
             list(sources.iter_documents(["hf:someone/missing"]))
     finally:
