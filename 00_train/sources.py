@@ -39,16 +39,18 @@ def cache_dir() -> Path:
 
 
 # ----------------------------------------------------------------------------- Gutenberg
-_START = re.compile(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
+# the header ends with "*** START OF ..." (modern) or "*END*THE SMALL PRINT! ..." (1990s etexts)
+_START = re.compile(r"^(\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG|\*END\*THE SMALL PRINT).*$", re.M | re.I)
 _END = re.compile(r"^(\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG|End of (the )?Project Gutenberg).*$", re.M | re.I)
 # the 1990s World Library notice sits between every play of the old complete-works etext
 _NOTICE = re.compile(r"<<THIS ELECTRONIC VERSION.*?>>\s*", re.S)
 
 
 def strip_gutenberg(text: str) -> str:
-    """Drop Project Gutenberg license text: everything up to the "*** START OF" line, everything from
-    the "*** END OF" / "End of [the] Project Gutenberg" line on, and "<<THIS ELECTRONIC VERSION ...>>"
-    notices. Text without these markers comes back unchanged (up to outer whitespace)."""
+    """Drop Project Gutenberg license text: everything up to the "*** START OF" (or "*END*THE SMALL
+    PRINT!") line, everything from the "*** END OF" / "End of [the] Project Gutenberg" line on, and
+    "<<THIS ELECTRONIC VERSION ...>>" notices. Text without these markers comes back unchanged (up to
+    outer whitespace)."""
     start = _START.search(text)
     if start:
         text = text[start.end():]

@@ -110,6 +110,10 @@ def test_strip_gutenberg():
            "WORLD LIBRARY, INC.>>\n\n" + body + "\n<<THIS ELECTRONIC VERSION ... SERVICE THAT CHARGES FOR "
            "DOWNLOAD TIME OR FOR MEMBERSHIP.>>\n\nTHE END\n\nEnd of the Project Gutenberg etext\nfooter\n")
     assert strip_gutenberg(old) == body + "\nTHE END\n"
+    small_print = ("**The Project Gutenberg Etext of Shakespeare's First Folio**\nsmall print text\n"
+                   "*END*THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*Ver.04.29.93*END*\n\n" + body +
+                   "\nEnd of Project Gutenberg's Hamlet\n")
+    assert strip_gutenberg(small_print) == body
     assert strip_gutenberg(body) == body  # the sdist's *_gut.txt files carry no license text: unchanged
 
 
