@@ -314,6 +314,7 @@ class Tokenizer:
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(content)
+            os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; a tokenizer is meant to be shared
             os.replace(tmp, os.path.join(directory, name))
 
     @classmethod
