@@ -30,6 +30,7 @@ def save_checkpoint(path: str | os.PathLike, model: GPT, meta: dict | None = Non
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp", dir=path.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the renamed checkpoint should not be
     try:
         (tmp / CONFIG).write_text(json.dumps(model.config.to_dict(), indent=2))
         # the tied head shares storage with wte: save it once, restore the tie on load
