@@ -25,9 +25,12 @@ from transformer.tokenizer import Tokenizer, TokenizerError
 from .data import DataError, load_conversations, split
 from .trainer import ROOT, SFTConfig, train
 
-# Presets: the CPU one must finish (together with agent SFT's) in a few minutes on 2 cores.
+# Presets: the CPU one must finish (together with agent SFT's) within 5 minutes on 2 cores. One
+# thread, like pretraining: as fast as two on a quiet machine for these matrix sizes, and 8x faster
+# when the other core is busy (OpenMP threads spin on a contended core).
 PRESETS = {
-    "cpu": dict(max_steps=200, batch_size=16, lr=1e-3, min_lr=1e-4, warmup_steps=15, eval_interval=50, max_time=25),
+    "cpu": dict(max_steps=200, batch_size=16, lr=1e-3, min_lr=1e-4, warmup_steps=15, eval_interval=50, max_time=25,
+                threads=1),
     "gpu": dict(max_steps=600, batch_size=32, lr=3e-4, min_lr=3e-5, warmup_steps=30, eval_interval=100),
 }
 

@@ -55,6 +55,7 @@ class SFTConfig:
     dtype: str = "auto"         # auto (bfloat16 on CUDA, else float32) | float32 | bfloat16
     stop_after: int = 0         # stop (resumably) after this step; 0 = run to max_steps
     max_time: float = 0.0       # seconds; the LR schedule follows max(step, time) so a slow machine ends on time
+    threads: int = 0            # torch CPU threads; 0 = torch's default (1 is robust when the other core is busy)
 
     @classmethod
     def field_types(cls) -> dict[str, type]:
@@ -130,8 +131,8 @@ class Batches:
 @torch.no_grad()
 def estimate_loss(model: GPT, batches: Batches, n: int, device: str, ctx) -> float:
     model.eval()
-    order = batches.epoch_order(0)
-    order = order[:n] if n > 0 else order
+    order = batches.epoch_order(0)  # sorted by length: take batches spread over all lengths
+    order = order[::max(1, len(order) // n)][:n] if n > 0 else order
     total, count = 0.0, 0
     for b in order:
         x, y = batches.collate([batches.examples[k] for k in b])
@@ -168,6 +169,8 @@ def train(model: GPT, tok, train_convs: list[dict], val_convs: list[dict], cfg: 
     batches = Batches(train_ex, cfg.batch_size, cfg.seed, pad)
     val_batches = Batches(val_ex, cfg.batch_size, cfg.seed, pad, shuffle=False) if val_ex else None
 
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model.to(device).train()
     opt = model.configure_optimizer(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.split(":")[0])

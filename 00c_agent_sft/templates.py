@@ -1,9 +1,12 @@
 """Phrasings and word lists for the generated tool-use traces (used by agent_sft.generate).
 
-Everything the model must learn is a copy or a fixed rewrite: numbers are copied from the question
-into the action and from the observation into the answer; a lookup question is rewritten to the
-KB key form "<relation> of <entity>" (the entity copied as written). Thoughts and answers use one
-template each, so the only variety the model has to absorb is in the questions.
+Everything the model must learn is a copy or a fixed rewrite, and as few copies as possible: the
+question's numbers or entity are copied once, into the action (a lookup question is rewritten to
+the KB key form "<relation> of <entity>"), and the observation is copied once, into the answer
+right after it. Thoughts are fixed sentences per step kind and answers one template per outcome:
+a 1M-parameter model trained for minutes on a CPU learns copying slowly, so every extra copy is a
+chance to get a digit wrong (measured: restating the expression in the thought and the answer
+cost accuracy).
 
 A question template is a `frame` (the carrier sentence, `{X}` = a core phrase) around a `core`
 (the part that names the operation or the fact). Some (frame, core) combinations and some
@@ -12,14 +15,14 @@ relation-specific questions are held out for the test split (chosen in generate.
 from __future__ import annotations
 
 # ----------------------------------------------------------------------------- fixed texts
-THOUGHT_CALC = "I need to compute {expr}."
-THOUGHT_CALC_NEXT = "Now I need to compute {expr}."
-THOUGHT_LOOKUP = "I should look up the {key}."
-THOUGHT_LOOKUP_NEXT = "Now I should look up the {key}."
-ANSWER_CALC = "{expr} = {result}."
+THOUGHT_CALC = "I need to compute this."
+THOUGHT_CALC_NEXT = "Now I can compute the result."
+THOUGHT_LOOKUP = "I should look this up."
+THOUGHT_LOOKUP_NEXT = "Now I should look up the next fact."
+ANSWER_CALC = "The answer is {result}."
 ANSWER_MULTI = "The answer is {result}."
-ANSWER_LOOKUP = "The {key} is {value}."
-ANSWER_MISS = "I don't know the {key}."
+ANSWER_LOOKUP = "The answer is {value}."
+ANSWER_MISS = "Sorry, I don't know that."
 ANSWER_ERRORS = {
     "error: division by zero": "You can't divide by zero.",
     "error: result too large": "That number is too large for me to compute.",

@@ -10,6 +10,7 @@ import pytest
 from agent.tools import calc, lookup, normalize
 from agent_sft.generate import (ADDED_FACTS, FORBIDDEN, MAX_APPROX_TOKENS, TEST_CATEGORIES, approx_tokens, build,
                                  user_texts)
+from agent_sft import templates as T
 from agent_sft.traces import HERE, KB_FILE, SEVEN, Generator
 from sft.data import validate_conversation
 from transformer.chat import parse_action
@@ -62,7 +63,8 @@ def test_records_are_valid_conversations_with_real_observations(files):
 
 
 def test_formats_are_simple_and_consistent(files):
-    for r in files["train"][:2000]:
+    thoughts = {T.THOUGHT_CALC, T.THOUGHT_CALC_NEXT, T.THOUGHT_LOOKUP, T.THOUGHT_LOOKUP_NEXT}
+    for r in files["train"][:3000]:
         msgs = r["messages"]
         if r["category"] == "small_talk":  # answered directly: no thought, no tool
             assert len(msgs) == 2 and "reasoning_content" not in msgs[1]
@@ -71,17 +73,17 @@ def test_formats_are_simple_and_consistent(files):
                 fn = m["tool_calls"][0]["function"]
                 arg = next(iter(json.loads(fn["arguments"]).values()))
                 assert parse_action(f"{fn['name']}({arg})") == (fn["name"], arg)
-                assert arg in m["reasoning_content"]  # the thought names what the action does
-        if r["category"] == "arithmetic":
-            (_, expr, obs), = actions(r)
-            assert msgs[-1]["content"] == f"{expr} = {obs}."  # the answer copies the observation
-            nums = re.findall(r"\d+(?:\.\d+)?", msgs[0]["content"])
-            assert all(n in expr for n in nums)  # and the action copies the question's numbers
-        if r["category"] == "lookup":
-            (_, key, obs), = actions(r)
-            assert msgs[-1]["content"] == f"The {key} is {obs}."
+                assert m["reasoning_content"] in thoughts  # short and templated
+        steps = list(actions(r))
+        if r["category"] in ("arithmetic", "lookup"):
+            (_, arg, obs), = steps
+            assert msgs[-1]["content"] == f"The answer is {obs}."  # the answer copies the observation
+        if r["category"] == "arithmetic":  # the action copies the question's numbers
+            assert all(n in steps[0][1] for n in re.findall(r"\d+(?:\.\d+)?", msgs[0]["content"]))
+        if r["category"] == "lookup":  # ... or its entity, into the KB key form
+            assert steps[0][1].split()[-1] in msgs[0]["content"]
         if r["category"] == "kb_miss":
-            assert actions(r).__next__()[2].startswith("not found") and "don't know" in msgs[-1]["content"]
+            assert steps[0][2].startswith("not found") and msgs[-1]["content"] == T.ANSWER_MISS
 
 
 def test_heldout_entities_never_in_train_or_val(files, gen):
