@@ -4,6 +4,7 @@
     python -m agent_sft.generate --n-train 120000 --out runs/big/traces    # more data (GPU preset)
 
 A record is {"messages": [...], "category", "split", "templates": [ids], "entities": [KB entities]};
+train records add "text", the conversation as plain text for a mixed pretraining corpus;
 val/test records add "expected" (one dict per user turn: kind number|fact|miss|chat|error, answer,
 tools) and test records "heldout" (what in them never occurs in train/val: template, entity,
 number). Categories: arithmetic, arithmetic_oor (test only), lookup, kb_miss, multi_step,
@@ -60,6 +61,25 @@ def approx_tokens(messages: list[dict]) -> int:
     return n
 
 
+def plain_text(messages: list[dict]) -> str:
+    """The conversation as plain text (no special tokens), for a pretraining corpus: train.prepare
+    reads a JSONL file's "text" field, so `--data shakespeare 00c_agent_sft/data/train.jsonl` mixes
+    the traces into pretraining, and the base model learns to copy digits and names early."""
+    lines = []
+    for m in messages:
+        if m["role"] == "user":
+            lines.append(f"User: {m['content']}")
+        elif m["role"] == "tool":
+            lines[-1] += f" -> {m['content']}"
+        elif m.get("tool_calls"):
+            fn = m["tool_calls"][0]["function"]
+            arg = next(iter(json.loads(fn["arguments"]).values()))
+            lines.append(f"Assistant: {m.get('reasoning_content') or ''} {fn['name']}({arg})")
+        else:
+            lines.append(f"Assistant: {m['content']}")
+    return "\n".join(lines)
+
+
 def user_texts(messages: list[dict]) -> list[str]:
     return [m["content"] for m in messages if m["role"] == "user"]
 
@@ -89,7 +109,9 @@ def build(seed: int = 0, n_train: int = 20000, n_val: int = 600, n_test: int = 1
     def record(item: dict, category: str, split: str) -> dict:
         rec = {"messages": item["msgs"], "category": category, "split": split,
                "templates": item["templates"], "entities": item["entities"]}
-        if split != "train":
+        if split == "train":
+            rec["text"] = plain_text(item["msgs"])
+        else:
             rec["expected"] = item["expected"]
         if split == "test":
             rec["heldout"] = tags(item)

@@ -21,7 +21,9 @@ THOUGHT_LOOKUP = "I should look this up."
 THOUGHT_LOOKUP_NEXT = "Now I should look up the next fact."
 ANSWER_CALC = "The answer is {result}."
 ANSWER_MULTI = "The answer is {result}."
-ANSWER_LOOKUP = "The answer is {value}."
+# a fact is answered with the observation itself: "Paris" after <|observation|> and " Paris" after
+# "is" are different tokens, so "The capital ... is Paris." would need a re-spelling, not a copy
+ANSWER_LOOKUP = "{value}."
 ANSWER_MISS = "Sorry, I don't know that."
 ANSWER_ERRORS = {
     "error: division by zero": "You can't divide by zero.",

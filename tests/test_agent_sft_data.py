@@ -75,9 +75,10 @@ def test_formats_are_simple_and_consistent(files):
                 assert parse_action(f"{fn['name']}({arg})") == (fn["name"], arg)
                 assert m["reasoning_content"] in thoughts  # short and templated
         steps = list(actions(r))
-        if r["category"] in ("arithmetic", "lookup"):
+        if r["category"] in ("arithmetic", "lookup"):  # the answer copies the observation
             (_, arg, obs), = steps
-            assert msgs[-1]["content"] == f"The answer is {obs}."  # the answer copies the observation
+            assert msgs[-1]["content"] == (f"The answer is {obs}." if r["category"] == "arithmetic" else f"{obs}.")
+            assert r["text"].startswith(f"User: {msgs[0]['content']}") and f"-> {obs}" in r["text"]
         if r["category"] == "arithmetic":  # the action copies the question's numbers
             assert all(n in steps[0][1] for n in re.findall(r"\d+(?:\.\d+)?", msgs[0]["content"]))
         if r["category"] == "lookup":  # ... or its entity, into the KB key form
