@@ -106,8 +106,9 @@ def run_stage(argv: list[str] | None, *, stage: str, stage_from: str, presets: d
         ap.add_argument("--init-from-hf", metavar="DIR", default=None,
                         help="start from a Hugging Face GPT-2 directory (weights + tokenizer) instead of base/")
     ap.add_argument("--runs-dir", default=str(ROOT / "runs"), help="where runs live (default: ./runs)")
-    ap.add_argument("--report", default=None, help="report JSON to update (default: reports/sft_<preset>.json; "
-                                                   "'none' to skip)")
+    ap.add_argument("--report", default=None, metavar="JSON",
+                    help="merge this stage's summary into a report JSON (e.g. reports/sft_cpu.json); "
+                         "default: none, so ordinary runs never touch the committed reports")
     if add_args:
         add_args(ap)
     args, rest = ap.parse_known_args(argv)
@@ -122,7 +123,7 @@ def run_stage(argv: list[str] | None, *, stage: str, stage_from: str, presets: d
     print(f"{stage}: {model.num_params() / 1e6:.2f}M params from {init}, {len(train_convs)} train / "
           f"{len(val_convs)} val conversations, preset {preset}: {cfg}")
     logs = run_dir / "logs"
-    report = None if args.report == "none" else Path(args.report or ROOT / "reports" / f"sft_{preset}.json")
+    report = Path(args.report) if args.report and args.report != "none" else None
     plot = (report.parent if report else logs) / f"sft_loss_{stage}_{preset}.png"
     meta = {"stage": stage, "init": init, "data": data_meta, "tokenizer": str(tok_dir), "preset": preset}
     t0 = time.time()
