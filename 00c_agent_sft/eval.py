@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,10 +31,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
 from agent.loop import Agent
 from agent.tools import calc, lookup, normalize
+from model.launch import free_port, wait_healthy
 
 from .generate import ADDED_FACTS, ADDED_QUESTIONS, TEST_CATEGORIES
 from .traces import HERE, KB_FILE
@@ -111,12 +109,6 @@ def run_item(agent: Agent, questions: list[str], expected: list[dict]) -> dict:
     return {"ok": ok, "turns": turns}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def model_server(checkpoint: str, threads: int | None):
     """03_model on a free loopback port for the duration; yields its /v1 base URL."""
@@ -125,18 +117,10 @@ def model_server(checkpoint: str, threads: int | None):
            "--log-level", "warning", "--device", "cpu"] + (["--threads", str(threads)] if threads else [])
     proc = subprocess.Popen(cmd, cwd=ROOT)
     try:
-        deadline = time.time() + 180
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"model server exited with code {proc.returncode}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                raise SystemExit("model server did not become healthy in 180 s")
-            time.sleep(0.3)
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}/health", proc, "model server", timeout=180)
+        except RuntimeError as e:
+            raise SystemExit(str(e)) from None
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         proc.terminate()

@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import torch
+
+from model.launch import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,20 +29,6 @@ def stage(name: str, done: bool, cmd: list[str]) -> None:
     t0 = time.time()
     subprocess.run([sys.executable, "-m", *cmd], cwd=ROOT, check=True)
     print(f"[demo] {name}: finished in {time.time() - t0:.0f} s", flush=True)
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"[demo] {what} exited with code {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"[demo] {what} did not become healthy at {url} within {timeout:.0f} s")
 
 
 def main() -> None:
@@ -86,6 +73,8 @@ def main() -> None:
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         raise SystemExit("[demo] a server exited unexpectedly")
+    except RuntimeError as e:  # a server did not come up
+        raise SystemExit(f"[demo] {e}") from None
     except KeyboardInterrupt:
         print("\n[demo] stopping", flush=True)
     finally:

@@ -3,7 +3,7 @@ the model's action goes over HTTP as a tool call, the loop runs calc, the model 
 import pytest
 
 from agent.loop import Agent
-from test_model_server import Server
+from live_server import Server
 from tiny_checkpoint import CHAT_PROMPT, TOOL_PROMPT, make_tiny_run
 
 

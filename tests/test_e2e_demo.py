@@ -3,7 +3,6 @@ then "What is 1234 plus 5678?" typed into the page answers 6912. The screenshot 
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from model.launch import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN = os.environ.get("E2E_RUN", "e2e")  # reuse a finished run with E2E_RUN=default
 CHROMIUM = "/usr/bin/chromium"
@@ -19,12 +20,6 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_demo_pipeline_answers_in_the_browser():

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,43 +12,10 @@ import openai
 import pytest
 import torch
 
+from live_server import Server
 from tiny_checkpoint import CHAT_PROMPT, CONVERSATIONS, TOOL_PROMPT, make_tiny_run
 from transformer.checkpoint import load_checkpoint
 from transformer.tokenizer import Tokenizer
-
-
-class Server:
-    """`python -m model.serve` in a subprocess; waits until /health answers."""
-
-    def __init__(self, ckpt, *args: str):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "model.serve", "--checkpoint", str(ckpt), "--port", str(self.port),
-             "--threads", "1", "--log-level", "warning", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.proc.stdout.read()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("server did not come up in 60 s")
-        self.client = openai.OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0)
-
-    def health(self) -> dict:
-        return httpx.get(self.url + "/health").json()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture(scope="module")
