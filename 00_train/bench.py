@@ -2,6 +2,7 @@
 
     python -m train.bench --out reports/pretrain_h100.json     # on one GPU (bf16, our model compiled)
     python -m train.bench --quick --device cpu                 # tiny shape: checks the code paths only
+    python -m train.bench --variant torch_loss=model.loss_backend=torch   # + an ablation, same run
 
 Ours runs through the real training loop (train.pretrain.train: sampling windows from memmapped
 shards, grad accumulation to 0.5M tokens/step, clipping, fused AdamW, bf16 autocast, torch.compile) on
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=None, help="sequences per micro-batch, both models (default: the preset's)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quick", action="store_true", help="tiny shape, few steps, no compile: a smoke test")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=FIELD=V[,FIELD=V]",
+                    help="also time ours with these config overrides (an ablation in the same run), e.g. "
+                         "torch_loss=model.loss_backend=torch; repeatable")
     args = ap.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     args.batch_size = args.batch_size or make_config("gpt2-124m").train.batch_size
@@ -118,16 +122,27 @@ def main(argv: list[str] | None = None) -> int:
         (work / "data").mkdir()
         random_shards(work / "data", 20_000_000 if not args.quick else 200_000, 50257)
         ours = bench_ours(over, args.steps, device, work)
+        variants = {}
+        for spec in args.variant:
+            name, _, sets = spec.partition("=")
+            extra = dict(kv.split("=", 1) for kv in sets.split(",") if kv)
+            print(f"variant {name}: {extra}", flush=True)
+            variants[name] = bench_ours({**over, **extra}, max(4, args.steps // 2), device, work)
+            variants[name]["overrides"] = extra
     from transformer import GPT, GPTConfig
     flops_tok = GPT(GPTConfig.from_dict(shape)).flops_per_token(shape["block_size"])
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     hf = bench_hf(shape, args.batch_size, args.hf_steps, device)
-    for r in (ours, hf):
+    for r in (ours, hf, *variants.values()):
         r["mfu"] = r["tokens_per_s"] * flops_tok / peak if peak else None
+    for name, r in variants.items():
+        print(f"  variant {name}: {r['tokens_per_s']:,.0f} tok/s = {r['tokens_per_s'] / ours['tokens_per_s']:.3f}x ours",
+              flush=True)
     report = {"device": name, "torch": torch.__version__, "python": platform.python_version(), "shape": shape,
               "micro_batch": args.batch_size, "flops_per_token": flops_tok, "peak_flops_bf16": peak,
               "ours": ours, "hf": hf, "speedup_vs_hf": ours["tokens_per_s"] / hf["tokens_per_s"],
+              "variants": variants,
               "goals": {"mfu": 0.45, "speedup_vs_hf": 3.0}, "quick": args.quick,
               "command": "python -m train.bench " + " ".join(argv if argv is not None else sys.argv[1:])}
     mfu = lambda r: "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"

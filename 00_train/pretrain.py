@@ -90,7 +90,7 @@ def train(cfg: Config, run: str = "default", device: str = "auto", resume: bool 
     start = 0
     if state is not None:
         loaded, meta = load_checkpoint(ckpt_dir)
-        shape = lambda c: {k: v for k, v in c.to_dict().items() if k not in ("dropout", "attn_backend")}
+        shape = lambda c: {k: v for k, v in c.to_dict().items() if k not in ("dropout", "attn_backend", "loss_backend", "bf16_residual")}
         if shape(loaded.config) != shape(cfg.model):
             raise CheckpointError(f"{ckpt_dir} holds model {shape(loaded.config)}, config says {shape(cfg.model)}")
         if meta.get("step") != state["step"]:

@@ -54,9 +54,21 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal:
     return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
 
 
+def decode_mask(pos: torch.Tensor, kv_len: int, backend: str, dtype: torch.dtype) -> torch.Tensor:
+    """The KV-cache mask for queries at positions pos (B, T): the query at position p sees the keys at
+    positions <= p (each row has its own p) -> (B, 1, T, kv_len). Boolean (True = may attend) for
+    the manual backend; for sdpa an additive float bias (0 or -inf), which sdpa would otherwise
+    rebuild from a boolean mask in every layer."""
+    mask = torch.arange(kv_len, device=pos.device)[None, None, None, :] <= pos[:, None, :, None]
+    if backend == "manual":
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype, device=pos.device).masked_fill_(~mask, float("-inf"))
+
+
 def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
                      backend: str) -> torch.Tensor:
-    """Attention with an explicit boolean mask (True = may attend), for KV-cache steps."""
+    """Attention with an explicit mask from decode_mask (bool: True = may attend; float: added to
+    the scores), for KV-cache steps."""
     if backend == "manual":
         return manual_attention(q, k, v, is_causal=False, mask=mask)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

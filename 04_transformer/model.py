@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import get_backend, masked_attention
+from .attention import decode_mask, get_backend, masked_attention
 from .kv_cache import KVCache
 
 IGNORE_INDEX = -100  # targets with this value add nothing to the loss (SFT masks prompts this way)
@@ -31,6 +31,8 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True          # GPT-2 has biases in Linear and LayerNorm
     attn_backend: str = "sdpa"  # "sdpa" | "manual" | "triton" | anything registered
+    loss_backend: str = "auto"  # "torch" | "triton" (05_gpu's fused kernel) | "auto": triton on CUDA
+    bf16_residual: bool = True  # under bf16 autocast, keep the residual stream in bf16 too (as Megatron does)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,6 +46,18 @@ class GPTConfig:
         return cls(**d)
 
 
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """Mean cross-entropy of logits (N, V) over targets != IGNORE_INDEX, computed in fp32.
+    "triton" is 05_gpu's fused kernel: one read of the logits forward, one read + write backward,
+    where PyTorch's makes 5-6 passes; at GPT-2's vocabulary that is ~5% of a training step."""
+    if backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"unknown loss_backend {backend!r}; use auto, torch or triton")
+    if backend == "triton" or (backend == "auto" and logits.is_cuda):
+        from gpu.cross_entropy import cross_entropy as fused  # lower layer; imported only when used
+        return fused(logits, targets, IGNORE_INDEX)
+    return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -55,20 +69,20 @@ class CausalSelfAttention(nn.Module):
         self.backend = cfg.attn_backend
 
     def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
-                pos: torch.Tensor | None = None, kv_len: int = 0, fresh: bool = True) -> torch.Tensor:
+                pos: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """mask None: causal attention over x's own tokens (with a cache: the rows were empty). Else
+        the cache path: attend to the first mask.size(-1) cache positions under `mask` (decode_mask)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, H, T, D)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        if cache is None or fresh:
-            if cache is not None:  # empty rows: store the keys, attend exactly like a full forward
-                self._write(cache, k, v, pos)
+        if cache is not None:  # store the new keys/values at their positions
+            self._write(cache, k, v, pos)
+        if mask is None:
             y = get_backend(self.backend)(q, k, v, True)
         else:
-            self._write(cache, k, v, pos)
+            kv_len = mask.size(-1)
             keys, vals = cache[0][:, :, :kv_len], cache[1][:, :, :kv_len]  # (B, H, S, D)
-            # query at position p sees keys at positions <= p; each row has its own p
-            mask = torch.arange(kv_len, device=x.device)[None, None, None, :] <= pos[:, None, :, None]
             y = masked_attention(q, keys, vals, mask, self.backend)  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
@@ -160,8 +174,10 @@ class GPT(nn.Module):
             kv_cache.lengths[rows] += T
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
-                                   ignore_index=IGNORE_INDEX)
+            loss = cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), self.config.loss_backend)
+            # with targets the loss is the differentiable output: detached logits spare the compiled
+            # backward a zero gradient the size of the logits (3 GB at GPT-2 scale) and adding it in
+            logits = logits.detach()
         return logits, loss
 
     def forward_at(self, idx: torch.Tensor, pos: torch.Tensor, kv_cache: KVCache | None = None,
@@ -174,9 +190,15 @@ class GPT(nn.Module):
         Nothing here reads or updates `cache.lengths` and no shape depends on data, so a fixed
         (pos buffer, kv_len) step can be captured as a CUDA graph (03_model does)."""
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        if self.config.bf16_residual and torch.is_autocast_enabled(x.device.type):
+            # embeddings are fp32 parameters, so without this the whole residual stream (and its
+            # gradient) would be fp32: twice the memory traffic in every norm, add and GELU
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+        # built once for all layers (not per layer): on a decode step every kernel launch counts
+        mask = None if kv_cache is None or fresh else decode_mask(pos, kv_len, self.config.attn_backend, x.dtype)
         for i, block in enumerate(self.transformer.h):
             cache = kv_cache.layer(i, rows if rows is not None else slice(None)) if kv_cache is not None else None
-            x = block(x, cache=cache, pos=pos, kv_len=kv_len, fresh=fresh)
+            x = block(x, cache=cache, pos=pos, mask=mask)
         return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None, device=None, dtype=None) -> KVCache:

@@ -52,6 +52,12 @@ def trained_tok() -> Tokenizer:
     return Tokenizer.train(TRAIN_TEXTS, vocab_size=700, pattern="gpt4")
 
 
+@pytest.fixture(scope="session")
+def digits_tok() -> Tokenizer:
+    """The split our runs use (train.prepare's default): GPT-4's, one digit per chunk."""
+    return Tokenizer.train(TRAIN_TEXTS, vocab_size=700, pattern="gpt4-digits")
+
+
 def tiktoken_of(tok: Tokenizer) -> tiktoken.Encoding:
     return tiktoken.Encoding("test", pat_str=tok.pattern, mergeable_ranks=tok.mergeable_ranks,
                              special_tokens=tok.special_tokens)
@@ -68,9 +74,9 @@ def test_gpt2_known_ids(gpt2_tok):
     assert gpt2_tok.vocab_size == 50256 + len(SPECIAL_TOKENS)
 
 
-@pytest.mark.parametrize("which", ["trained", "gpt2"])
-def test_corpus_matches_tiktoken(which, gpt2_tok, trained_tok):
-    tok = trained_tok if which == "trained" else gpt2_tok
+@pytest.mark.parametrize("which", ["trained", "gpt2", "digits"])
+def test_corpus_matches_tiktoken(which, gpt2_tok, trained_tok, digits_tok):
+    tok = {"trained": trained_tok, "gpt2": gpt2_tok, "digits": digits_tok}[which]
     enc = tiktoken_of(tok)
     for text in CORPUS + [TEXT]:
         assert_same_as_tiktoken(tok, enc, text)
@@ -87,8 +93,8 @@ TRICKY_TEXT = st.lists(st.sampled_from(list(" \t\n\r\x0b\x0c\xa0\u3000\u2028aZé
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.one_of(ASSIGNED_TEXT, TRICKY_TEXT))
-def test_random_unicode_matches_tiktoken(gpt2_tok, trained_tok, text):
-    for tok in (gpt2_tok, trained_tok):
+def test_random_unicode_matches_tiktoken(gpt2_tok, trained_tok, digits_tok, text):
+    for tok in (gpt2_tok, trained_tok, digits_tok):
         assert_same_as_tiktoken(tok, tiktoken_of_cached(tok), text)
         assert tok.decode(tok.encode(text)) == text
 
@@ -140,6 +146,12 @@ def test_long_chunks_heap_merge_matches_tiktoken(gpt2_tok, trained_tok, monkeypa
             for text in CORPUS + long_texts:
                 assert tok.encode(text) == enc.encode(text, disallowed_special=()), text[:40]
             tok.clear_cache()
+
+
+def test_digits_pattern_gives_every_digit_its_own_token(digits_tok):
+    ids = digits_tok.encode("In 1234567 years, 3.14 ٣٤٥")
+    pieces = [digits_tok.decode([i]) for i in ids]
+    assert [p for p in pieces if any(c.isdigit() for c in p)] == list("1234567314٣٤٥")
 
 
 def test_training_is_byte_level_and_sized(trained_tok):
