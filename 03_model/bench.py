@@ -7,7 +7,9 @@ the Engine in-process with the same asyncio delivery path as the HTTP server (no
 - tokens/s and p50/p99 inter-token latency at 1, 8, 32, 64 concurrent streams (greedy, no stop);
 - the same weights in Hugging Face transformers' generate() (greedy, use_cache=True): ms/token at
   batch 1 and tokens/s at batch 32.
-Writes <out>/serving_<device>.json and .md.
+The engine overlaps its host work with the next decode step (--no-overlap turns that off); on a GPU
+a baseline engine without overlap is measured in the same run (--no-baseline skips it), and a
+profile of one batch-1 step (taken last: the profiler slows down later launches) counts its kernels. Writes <out>/serving_<device>.json and .md.
 """
 from __future__ import annotations
 
@@ -118,6 +120,69 @@ def bench_hf(model: GPT, device: torch.device, dtype, prompt_len: int, n_tokens:
             "b32_tokens_per_s": round(32 * long / (t32 / 1e3), 1)}
 
 
+def bench_engine(model: GPT, tok: Tokenizer, cfg: GPTConfig, device: torch.device, levels: list[int],
+                 n_tokens: int, overlap: bool):
+    """Warm-up, raw decode steps and the concurrency sweep of one engine configuration -> the results
+    and its raw-step function (for the profile at the end)."""
+    engine = Engine(model, tok, max_batch=max(levels), overlap=overlap)
+    t = time.perf_counter()
+    engine.start(warmup=True)  # captures every CUDA graph bucket up front on a GPU
+    dec = engine.decoder
+    res = {"decoder": {"cuda_graphs": hasattr(dec, "graphs"), "overlap": overlap,
+                       "argmax_in_step": True, "mask": "built once per step (additive bias for sdpa)"},
+           "graph_warmup_s": round(time.perf_counter() - t, 2)}
+
+    def raw_step(b: int):  # one decode step of b rows through the engine's decoder, ids to the host
+        engine.cache.lengths[:b] = 32
+        with torch.no_grad():
+            dec.step([1] * b)[1].tolist()
+    # what compaction buys: a step over the n active rows vs one over all max_batch rows (padding)
+    res["decode_step_ms_by_batch"] = {b: round(median_ms(lambda: raw_step(b), device, reps=30), 4)
+                                      for b in sorted({1, min(8, max(levels)), max(levels)})}
+    res["decode_step_b1_ms"] = res["decode_step_ms_by_batch"][1]
+
+    def chained(n: int = 64):  # n batch-1 steps, each fed by the last on the device, one sync at the end
+        engine.cache.lengths[:1] = 32
+        with torch.no_grad():
+            dec.step([1])
+            for _ in range(n - 1):
+                dec.step(None)
+            dec.step(None)[1].tolist()
+    # the device-bound floor of a step (no host round trip): what overlap lets the engine approach
+    res["decode_step_b1_chained_ms"] = round(median_ms(chained, device, reps=5) / 65, 4)
+    engine.cache.lengths[:2] = 32
+    res["row_move_ms"] = round(median_ms(lambda: engine._move_row(1, 0), device, reps=20), 4)
+    engine.cache.reset()
+
+    async def streams():
+        await run_streams(engine, min(8, max(levels)), 32, 8, cfg.vocab_size)  # warm up
+        return [await run_streams(engine, n, 32, n_tokens, cfg.vocab_size) for n in levels]
+    res["concurrency"] = asyncio.run(streams())
+    res["engine_b1_ms_per_token"] = next((r["itl_p50_ms"] for r in res["concurrency"] if r["streams"] == 1), None)
+    res["ran_ahead_steps"] = engine.health()["stats"]["ran_ahead"]
+    engine.stop()  # the scheduler thread ends; the decoder stays usable for raw steps
+    return res, raw_step
+
+
+def profile_step(fn) -> dict:
+    """GPU kernels of one call of fn (a replayed decode step): count, summed time, the top five."""
+    from torch.profiler import ProfilerActivity, profile
+    try:
+        fn()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
+        by_name: dict[str, float] = {}
+        for e in kernels:
+            by_name[e.name[:80]] = by_name.get(e.name[:80], 0.0) + e.device_time
+        top = sorted(by_name.items(), key=lambda kv: -kv[1])[:5]
+        return {"gpu_ops": len(kernels), "gpu_time_us": round(sum(by_name.values()), 1),
+                "top_us": {k: round(v, 1) for k, v in top}}
+    except Exception as e:  # the profile is a diagnosis; never lose the benchmark over it
+        return {"error": f"{type(e).__name__}: {e}"[:300]}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
@@ -128,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--streams", default="1,8,32,64", help="concurrency levels")
     p.add_argument("--no-hf", action="store_true", help="skip the transformers comparison")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-overlap", action="store_true", help="no launching step t+1 before reading step t")
+    p.add_argument("--no-baseline", action="store_true", help="GPU: skip the baseline engine (no overlap)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -141,15 +208,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     model = GPT(cfg).to(device=device, dtype=dtype).eval()
     tok = synthetic_tokenizer(cfg.vocab_size)
-    engine = Engine(model, tok, max_batch=max(levels))
-    t = time.perf_counter()
-    engine.start(warmup=True)  # captures every CUDA graph bucket up front on a GPU
-    warmup_s = time.perf_counter() - t
     name = torch.cuda.get_device_name(device) if gpu else platform.processor() or "cpu"
     report = {"device": name, "preset": preset, "config": cfg.to_dict(), "dtype": str(dtype),
               "params_M": round(model.num_params() / 1e6, 1), "torch": torch.__version__,
-              "cuda_graphs": engine.decoder.__class__.__name__ == "GraphDecoder",
-              "graph_warmup_s": round(warmup_s, 2), "threads": torch.get_num_threads(),
+              "threads": torch.get_num_threads(),
               "method": "in-process through the Engine (scheduler thread + asyncio delivery), no HTTP"}
 
     P = min(512, cfg.block_size // 2)
@@ -162,28 +224,37 @@ def main(argv: list[str] | None = None) -> None:
             model(prompt, kv_cache=cache)
     report["prefill"] = {"prompt_tokens": P, "ms": round(median_ms(prefill, device, reps=10), 3)}
 
-    def raw_step(b: int):  # one decode step of b rows through the engine's decoder, plus the argmax
-        engine.cache.lengths[:b] = 32
-        with torch.no_grad():
-            engine.decoder.step([1] * b).argmax(-1).tolist()
-    # what compaction buys: a step over the n active rows vs one over all max_batch rows (padding)
-    report["decode_step_ms_by_batch"] = {b: round(median_ms(lambda: raw_step(b), device, reps=30), 4)
-                                         for b in sorted({1, 8, max(levels)})}
-    report["decode_step_b1_ms"] = report["decode_step_ms_by_batch"][1]
-    engine.cache.lengths[:2] = 32
-    report["row_move_ms"] = round(median_ms(lambda: engine._move_row(1, 0), device, reps=20), 4)
-    engine.cache.reset()
-
-    async def streams():
-        await run_streams(engine, min(8, max(levels)), 32, 8, cfg.vocab_size)  # warm up
-        return [await run_streams(engine, n, 32, n_tokens, cfg.vocab_size) for n in levels]
-    report["concurrency"] = asyncio.run(streams())
-    report["engine_b1_ms_per_token"] = next((r["itl_p50_ms"] for r in report["concurrency"] if r["streams"] == 1), None)
-    engine.stop()
+    variants = [("baseline", False)] if gpu and not args.no_baseline else []
+    variants.append(("main", not args.no_overlap))
+    steppers = {}
+    for label, overlap in variants:
+        res, steppers[label] = bench_engine(model, tok, cfg, device, levels, n_tokens, overlap)
+        print(label, json.dumps(res), flush=True)
+        if label == "main":
+            report.update(res)
+        else:
+            report[label] = res
     if not args.no_hf:
         report["hf"] = bench_hf(model, device, dtype, 32, n_tokens)
         report["speedup_b1_vs_hf"] = round(report["hf"]["b1_ms_per_token"] / report["engine_b1_ms_per_token"], 1)
+        if "baseline" in report:
+            report["baseline"]["speedup_b1_vs_hf"] = round(
+                report["hf"]["b1_ms_per_token"] / report["baseline"]["engine_b1_ms_per_token"], 1)
+    if gpu:
+        for label, raw_step in steppers.items():
+            (report if label == "main" else report[label])["profile"] = profile_step(lambda: raw_step(1))
     write(report, Path(args.out), "cpu" if not gpu else slug(name))
+
+
+def describe(d: dict) -> str:
+    return ", ".join(k for k in ("cuda_graphs", "overlap", "argmax_in_step") if d.get(k)) or "eager"
+
+
+def profile_line(r: dict) -> list[str]:
+    p = r.get("profile")
+    if not p or "error" in p:
+        return [f"Kernel profile failed: {p['error']}"] if p else []
+    return [f"One batch-1 step: {p['gpu_ops']} GPU kernels/copies, {p['gpu_time_us']} us of GPU time."]
 
 
 def slug(gpu_name: str) -> str:
@@ -197,21 +268,33 @@ def write(report: dict, out: Path, tag: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"serving_{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [f"# Serving benchmark: {report['preset']} on {report['device']}", "",
-             f"{report['params_M']}M params, {report['dtype']}, CUDA graphs: {report['cuda_graphs']}, "
-             f"{report['method']}.", "",
+             f"{report['params_M']}M params, {report['dtype']}, {report['method']}.", "",
+             f"Decoder: {describe(report['decoder'])}; warm-up (graph capture) {report['graph_warmup_s']} s.",
+             *profile_line(report), "",
              f"- prefill of {report['prefill']['prompt_tokens']} tokens: {report['prefill']['ms']} ms",
              f"- decode step at batch 1 (model + argmax): {report['decode_step_b1_ms']} ms",
+             f"- decode step at batch 1, 65 steps chained on the device (no host round trip): "
+             f"{report['decode_step_b1_chained_ms']} ms",
              f"- decode at batch 1 through the engine: {report['engine_b1_ms_per_token']} ms/token",
              f"- decode step by batch size (ms): {report['decode_step_ms_by_batch']}; moving one 32-token "
              f"row during compaction: {report['row_move_ms']} ms", "",
              "| streams | tokens/s | ITL p50 ms | ITL p99 ms | TTFT p50 ms |", "|---|---|---|---|---|"]
     lines += [f"| {r['streams']} | {r['tokens_per_s']} | {r['itl_p50_ms']} | {r['itl_p99_ms']} | {r['ttft_p50_ms']} |"
               for r in report["concurrency"]]
+    if "baseline" in report:
+        base = report["baseline"]
+        lines += ["", f"Baseline in the same run ({describe(base['decoder'])}): decode step at batch 1 "
+                      f"{base['decode_step_b1_ms']} ms, through the engine {base['engine_b1_ms_per_token']} "
+                      f"ms/token; warm-up {base['graph_warmup_s']} s.", *profile_line(base), "",
+                  "| streams | tokens/s | ITL p50 ms | ITL p99 ms | TTFT p50 ms |", "|---|---|---|---|---|"]
+        lines += [f"| {r['streams']} | {r['tokens_per_s']} | {r['itl_p50_ms']} | {r['itl_p99_ms']} | {r['ttft_p50_ms']} |"
+                  for r in base["concurrency"]]
     if "hf" in report:
         hf = report["hf"]
         lines += ["", f"Hugging Face transformers {hf['transformers']} generate() ({hf['attn_implementation']}), "
                       f"same weights: batch 1 {hf['b1_ms_per_token']} ms/token, batch 32 {hf['b32_tokens_per_s']} "
-                      f"tokens/s. Engine speed-up at batch 1: {report['speedup_b1_vs_hf']}x."]
+                      f"tokens/s. Engine speed-up at batch 1: {report['speedup_b1_vs_hf']}x"
+                      + (f" (baseline: {report['baseline']['speedup_b1_vs_hf']}x)." if "baseline" in report else ".")]
     (out / f"serving_{tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -4,15 +4,27 @@ The engine keeps its active sequences compacted in cache rows 0..n-1, so a decod
 "rows 0..n-1, one new token each". Eager mode calls the model's public forward on
 `rows=slice(0, n)`; each row continues at its own length.
 
-On a GPU a step for a small model is dominated by launching ~200 tiny kernels, not by math, so we
+On a GPU a step for a small model is dominated by ~170 tiny kernels, not by math, so we
 capture the step once as a CUDA graph and replay it. A graph has fixed shapes and fixed memory
 addresses, so:
 - the batch is padded up to a bucket (1, 2, 4, ..., max_batch); padding rows are free cache rows,
   they write junk at position 0 that the next prefill of that row overwrites;
 - the keys are read up to a fixed kv length bucket (64, 128, ..., max_len) under the per-row mask
   `key position <= query position`, so a graph serves every mix of row lengths below its bucket;
-- token ids and positions go through a static device buffer that each step refills.
+- token ids and positions go through a static device buffer (filled by the host, or by the step itself).
 Graphs are captured lazily (the first step of each (batch, kv) bucket) or all at once by warmup().
+
+Less work per token, on the GPU and on the host (the decode step of a small model is launch-bound):
+- the greedy argmax over the tokenizer's vocab runs inside the step (graph), so only (b,) ids need
+  to come back, and the step writes its own next inputs (argmax ids, positions + 1) into the input
+  buffer: `step(None)` continues from there with no host->device copy. A row that samples instead
+  overwrites its id with `feed()` (a device copy; the host never has to see it first). This is what
+  lets the engine launch step t+1 before it reads step t's tokens (engine.py, overlap);
+- the attention mask is built once per step, not once per layer (GPT.forward_at).
+Tried and dropped: torch.compile of the step (dynamic shapes, captured in these graphs). On the
+H100 it took 224 s to compile (6 recompiles for the buckets) and the step got 25x slower (20.7 ms):
+most likely the cache writes into views of a graph input were functionalized into copies of the
+cache (not profiled further). A working compile needs the cache writes kept in place.
 
 The graph runs GPT.forward_at with explicit `pos`/`kv_len` instead of GPT.forward, because
 GPT.forward computes positions on the CPU from `cache.lengths` (a host->device copy and a
@@ -41,51 +53,76 @@ def _buckets(limit: int, start: int) -> list[int]:
 
 
 class EagerDecoder:
-    def __init__(self, model, cache):
+    """step(tokens) -> (logits (n, V), greedy ids (n,)); step(None) continues each row from the ids of
+    the previous step (its greedy ids, or what feed() put there)."""
+
+    def __init__(self, model, cache, n_vocab: int | None = None):
         self.model, self.cache = model, cache
         self.device = cache.k.device
+        self.n_vocab = n_vocab or model.config.vocab_size
+        self.next: torch.Tensor | None = None  # (n,) ids the next step(None) feeds
 
-    def step(self, tokens: list[int]) -> torch.Tensor:
-        """tokens[i] continues cache row i -> logits (n, V) of the new position."""
-        idx = torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None]
-        logits, _ = self.model(idx, kv_cache=self.cache, rows=slice(0, len(tokens)))
-        return logits[:, -1, :]
+    def step(self, tokens: list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens[i] continues cache row i -> logits (n, V) of the new position and their argmax."""
+        if tokens is None:
+            idx = self.next[:, None]
+        else:
+            idx = torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None]
+        logits, _ = self.model(idx, kv_cache=self.cache, rows=slice(0, idx.size(0)))
+        logits = logits[:, -1, :]
+        self.next = logits[:, :self.n_vocab].argmax(dim=-1)
+        return logits, self.next
+
+    def feed(self, tokens: torch.Tensor) -> None:
+        """The ids (n,) the next step(None) continues from, instead of the argmax."""
+        self.next = tokens
 
 
 class GraphDecoder:
-    def __init__(self, model, cache, kv_start: int = 64):
+    def __init__(self, model, cache, kv_start: int = 64, n_vocab: int | None = None):
         self.model, self.cache = model, cache
         self.device = cache.k.device
+        self.n_vocab = n_vocab or model.config.vocab_size
         B, self.max_len = cache.batch_size, cache.max_len
         self.batch_buckets = _buckets(B, 1)
         self.kv_buckets = _buckets(self.max_len, min(kv_start, self.max_len))
         self.staging = torch.zeros(2, B, dtype=torch.long).pin_memory()  # row 0 tokens, row 1 positions
         self.staging_np = self.staging.numpy()
         self.inputs = torch.zeros(2, B, dtype=torch.long, device=self.device)
-        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self.pool = torch.cuda.graph_pool_handle()
+        self.n = 0  # rows of the last step: step(None) continues exactly those
 
     @staticmethod
     def _fit(buckets: list[int], x: int) -> int:
         return next(b for b in buckets if b >= x)
 
-    def step(self, tokens: list[int]) -> torch.Tensor:
-        n = len(tokens)
-        st = self.staging_np  # numpy view of the pinned buffer: filling it costs ~no Python overhead
-        st[0, :n] = tokens
-        st[1, :n] = self.cache.lengths[:n].numpy()
-        kv = int(st[1, :n].max()) + 1
+    def step(self, tokens: list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(tokens) if tokens is not None else self.n
+        if tokens is None and n == 0:
+            raise RuntimeError("step(None) needs a previous step to continue from")
+        kv = int(self.cache.lengths[:n].max()) + 1
         if kv > self.max_len:
             raise ValueError(f"KV cache full: a row would pass max_len={self.max_len}")
         b, S = self._fit(self.batch_buckets, n), self._fit(self.kv_buckets, kv)
-        st[:, n:b] = 0
-        self.inputs[:, :b].copy_(self.staging[:, :b], non_blocking=True)
-        if (b, S) not in self.graphs:
+        if tokens is not None:
+            st = self.staging_np  # numpy view of the pinned buffer: filling it costs ~no Python overhead
+            st[0, :n] = tokens
+            st[1, :n] = self.cache.lengths[:n].numpy()
+            st[:, n:b] = 0
+            self.inputs[:, :b].copy_(self.staging[:, :b], non_blocking=True)
+        # (with step(None), padding rows n..b-1 run on from wherever they were: they are free rows,
+        # and whatever they write there a later prefill and decode overwrite before reading)
+        if (b, S) not in self.graphs:  # after the inputs are in place: the warm-up runs on them
             self.graphs[(b, S)] = self._capture(b, S)
-        graph, out = self.graphs[(b, S)]
+        graph, logits, ids = self.graphs[(b, S)]
         graph.replay()
         self.cache.lengths[:n] += 1
-        return out[:n]
+        self.n = n
+        return logits[:n], ids[:n]
+
+    def feed(self, tokens: torch.Tensor) -> None:
+        self.inputs[0, :tokens.numel()].copy_(tokens)
 
     def warmup(self) -> None:
         """Capture every bucket now (on an empty cache) so that no request pays for a capture."""
@@ -96,21 +133,33 @@ class GraphDecoder:
                 if (b, S) not in self.graphs:
                     self.graphs[(b, S)] = self._capture(b, S)
         self.cache.lengths.copy_(lengths)
+        self.n = 0
 
-    def _forward(self, b: int, S: int) -> torch.Tensor:
+    def _forward(self, b: int, S: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step on the input buffer's first b rows -> logits (b, V) and argmax ids (b,); it also
+        writes the next step's inputs (ids, positions + 1) into the buffer, so step(None) needs no
+        host input."""
         idx, pos = self.inputs[0, :b, None], self.inputs[1, :b, None]  # (b, 1) each
-        return self.model.forward_at(idx, pos, self.cache, slice(0, b), kv_len=S)[:, -1, :]
+        logits = self.model.forward_at(idx, pos, self.cache, slice(0, b), kv_len=S)[:, -1, :]
+        ids = logits[:, :self.n_vocab].argmax(dim=-1)
+        self.inputs[0, :b].copy_(ids)
+        self.inputs[1, :b].add_(1).clamp_(max=self.max_len - 1)  # padding rows stay in range
+        return logits, ids
 
-    def _capture(self, b: int, S: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
-        # warm up on a side stream (cuBLAS/attention pick their kernels), then record. The warm-up
-        # writes exactly what the replay will write (same inputs), so active rows are unharmed.
+    def _capture(self, b: int, S: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
+        # warm up on a side stream (cuBLAS/attention pick their kernels), then
+        # record. Each warm-up run writes keys/values at the rows' next positions, which the next real
+        # step overwrites before anything reads them, and advances the inputs, which we restore.
+        saved = self.inputs.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):
                 self._forward(b, S)
         torch.cuda.current_stream().wait_stream(side)
+        self.inputs.copy_(saved)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
-            out = self._forward(b, S)
-        return graph, out
+            logits, ids = self._forward(b, S)
+        self.inputs.copy_(saved)
+        return graph, logits, ids

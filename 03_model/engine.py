@@ -19,6 +19,13 @@ finishes, the sequence in the last row moves into row i (a copy of its filled ke
 small copies). That way a step always runs rows 0..n-1: no wasted compute on idle rows in eager
 mode, and a short list of static shapes for CUDA graphs (decode.py).
 
+Overlap (`overlap=True`): the decoder's step feeds itself its next inputs on the device (greedy ids,
+or the sampled ids via `feed`), so while nothing changes (no row joins, leaves or could hit
+max_tokens) the engine launches step t+1 *before* it reads step t's tokens, and the host's work for
+step t (copying ids back, text, stop checks, delivery) runs while the GPU computes step t+1. A row
+that stops at step t (stop token or string) has one step t+1 token computed for nothing, which is
+dropped: results are matched to sequences, not to rows, and the row is freed as usual.
+
 Results go back to the asyncio side through each request's queue, batched per step with one
 `loop.call_soon_threadsafe` per event loop: the event loop never waits on the model.
 """
@@ -89,17 +96,17 @@ class Request:
 
 class _Seq:
     """A request in a slot."""
-    __slots__ = ("req", "text", "gen", "last", "n_out")
+    __slots__ = ("req", "text", "gen", "last", "n_out", "done")
 
     def __init__(self, req: Request, device: torch.device, tok):
-        self.req, self.last, self.n_out = req, -1, 0
+        self.req, self.last, self.n_out, self.done = req, -1, 0, False
         self.text = TextStream(tok, req.stop, req.specials_as_text)
         self.gen = req.sampling.generator(device)
 
 
 class Engine:
     def __init__(self, model, tok, max_batch: int = 8, max_queue: int = 64,
-                 cuda_graphs: bool | None = None, step_delay: float = 0.0):
+                 cuda_graphs: bool | None = None, step_delay: float = 0.0, overlap: bool = True):
         self.model, self.tok = model.eval(), tok
         self.device = next(model.parameters()).device
         self.block_size = model.config.block_size
@@ -109,12 +116,21 @@ class Engine:
         # sample an id that the tokenizer cannot decode
         self.n_vocab = min(tok.vocab_size, model.config.vocab_size)
         use_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
-        self.decoder = GraphDecoder(model, self.cache) if use_graphs else EagerDecoder(model, self.cache)
+        self.decoder = (GraphDecoder(model, self.cache, n_vocab=self.n_vocab) if use_graphs
+                        else EagerDecoder(model, self.cache, n_vocab=self.n_vocab))
+        self.overlap = overlap
+        self._pending: _Step | None = None  # a launched step whose tokens are not processed yet
+        self._dirty = True  # rows changed since the last step: the next one takes its inputs from the host
+        # at most two launched steps are unread (one in flight, one ahead): two pinned landing buffers
+        pin = self.device.type == "cuda"
+        self._landing = [torch.zeros(max_batch, dtype=torch.long, pin_memory=pin) for _ in range(2)]
+        self._turn = 0
         self.slots: list[_Seq] = []
         self.waiting: deque[Request] = deque()
         self.cv = threading.Condition()
         self.closing = False
-        self.stats = dict(requests=0, completed=0, cancelled=0, failed=0, tokens=0, steps=0, peak_active=0)
+        self.stats = dict(requests=0, completed=0, cancelled=0, failed=0, tokens=0, steps=0, peak_active=0,
+                          ran_ahead=0)
         self._outbox: list[tuple[Request, object]] = []
         self.thread = threading.Thread(target=self._run, name="engine", daemon=True)
 
@@ -195,11 +211,15 @@ class Engine:
                     self.stats["failed"] += len(self.slots)
                     self.slots.clear()
                     self.cache.reset()
+                    self._pending, self._dirty = None, True
                 self._flush()
                 if self.step_delay and self.slots:
                     time.sleep(self.step_delay)
 
     def _iteration(self, admit: list[Request]) -> None:
+        if self._pending is not None and (admit or any(s.req.cancelled for s in self.slots)):
+            self._process(self._pending)  # rows are about to change: settle the step in flight first
+            self._pending = None
         for req in admit:
             if req.cancelled:
                 self.stats["cancelled"] += 1
@@ -214,7 +234,7 @@ class Engine:
                     self.cache.reset(slice(len(self.slots), len(self.slots) + 1))
                 self.stats["failed"] += 1
                 self._emit(req, Failed(f"prefill failed: {e}"))
-        finished = [i for i, s in enumerate(self.slots) if s.req.cancelled]
+        finished = [i for i, s in enumerate(self.slots) if s.req.cancelled and not s.done]
         for i in finished:
             self.stats["cancelled"] += 1
             self._emit(self.slots[i].req, Done("cancelled", len(self.slots[i].req.prompt), self.slots[i].n_out))
@@ -222,14 +242,47 @@ class Engine:
         if not self.slots:
             return
         self.stats["peak_active"] = max(self.stats["peak_active"], len(self.slots))
-        logits = self.decoder.step([s.last for s in self.slots])[:, :self.n_vocab]
-        tokens = sample(logits, [s.req.sampling for s in self.slots], [s.gen for s in self.slots]).tolist()
+        if self._pending is None:
+            self._pending = self._launch()
+        step, self._pending = self._pending, None
+        if self._can_run_ahead():
+            self._pending = self._launch()
+            self.stats["ran_ahead"] += 1
+        self._process(step)
+
+    def _launch(self) -> _Step:
+        """Start one decode step of all active rows; nothing here waits for the device."""
+        seqs = list(self.slots)
+        feed = self.overlap and not self._dirty  # the device already holds each row's last token
+        logits, ids = self.decoder.step(None if feed else [s.last for s in seqs])
+        self._dirty = False
+        if not all(s.req.sampling.greedy for s in seqs):
+            ids = sample(logits[:, :self.n_vocab], [s.req.sampling for s in seqs], [s.gen for s in seqs])
+            self.decoder.feed(ids)
         self.stats["steps"] += 1
-        self._retire([i for i, (s, t) in enumerate(zip(self.slots, tokens)) if self._advance(s, t)])
+        self._turn ^= 1
+        return _Step(seqs, ids, self._landing[self._turn])
+
+    def _can_run_ahead(self) -> bool:
+        """Launch the next step before reading this one's tokens? Only while no row can join (a
+        waiting request and a free slot) and no row can reach max_tokens with the step in flight."""
+        if not self.overlap or self._dirty or (self.waiting and len(self.slots) < self.max_batch):
+            return False
+        return all(s.n_out + 2 <= s.req.max_tokens for s in self.slots)
+
+    def _process(self, step: _Step) -> None:
+        """The host's half of a step: read its tokens, stream them, retire finished sequences."""
+        done = False
+        for seq, token in zip(step.seqs, step.tokens()):
+            if not seq.done and self._advance(seq, token):  # a done seq's token was computed for nothing
+                seq.done = done = True
+        if done:
+            self._retire([i for i, s in enumerate(self.slots) if s.done])
 
     def _prefill(self, req: Request) -> None:
         row = len(self.slots)
         rows = slice(row, row + 1)
+        self._dirty = True  # a new row: the next step takes its inputs from the host
         self.cache.reset(rows)
         seq = _Seq(req, self.device, self.tok)
         self.slots.append(seq)
@@ -261,6 +314,7 @@ class Engine:
     def _retire(self, indices: list[int]) -> None:
         """Free the slots at `indices`, moving the last active rows into the holes."""
         for i in sorted(indices, reverse=True):
+            self.slots[i].done, self._dirty = True, True
             last = len(self.slots) - 1
             if i != last:
                 self._move_row(last, i)
@@ -292,6 +346,26 @@ class Engine:
                 loop.call_soon_threadsafe(_deliver, items)
             except RuntimeError:  # that event loop is closed: nobody is listening any more
                 pass
+
+
+class _Step:
+    """A launched decode step: its sequences (row i = seqs[i] at launch) and its ids on the way to the host."""
+    __slots__ = ("seqs", "host", "event")
+
+    def __init__(self, seqs: list[_Seq], ids: torch.Tensor, landing: torch.Tensor):
+        self.seqs, self.event = seqs, None
+        self.host = landing[:ids.numel()]
+        if ids.is_cuda:  # async copy into pinned memory; the event says when it has landed
+            self.host.copy_(ids, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host.copy_(ids)
+
+    def tokens(self) -> list[int]:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host.tolist()
 
 
 def _deliver(items: list[tuple[Request, object]]) -> None:

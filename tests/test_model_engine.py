@@ -260,8 +260,9 @@ def test_cancel_frees_the_slot_and_queue_is_bounded(tiny):
 
 @pytest.mark.gpu
 def test_cuda_graph_decode_matches_eager(tiny):
-    """bf16 on the GPU: replayed graphs (padded batch buckets, fixed kv length under a mask) give
-    the eager forward's logits, and the engine's greedy output equals model.generate's."""
+    """bf16 on the GPU: replayed graphs (padded batch buckets, fixed kv length under a mask) give the
+    eager forward's logits and argmax, step(None) continues from the device-side ids, and the
+    engine's greedy output (overlapped steps) equals model.generate's."""
     from model.decode import EagerDecoder, GraphDecoder
     model, tok = tiny
     model = model.to("cuda", torch.bfloat16)
@@ -272,11 +273,15 @@ def test_cuda_graph_decode_matches_eager(tiny):
         with torch.no_grad():
             for r, p in enumerate(prompt_sets):  # rows of different lengths
                 model(torch.tensor([p], device="cuda"), kv_cache=cache, rows=slice(r, r + 1))
-            steps = [dec.step([5, 6, 7]).float() for _ in range(3)]
+            steps = []
+            for tokens in ([5, 6, 7],) * 3 + (None,) * 2:
+                logits, ids = dec.step(tokens)  # graph outputs are static buffers: copy at once
+                steps.append((logits.float(), ids.clone()))
         if cls is EagerDecoder:
             ref = steps
-    for a, b in zip(ref, steps):
+    for (a, a_ids), (b, b_ids) in zip(ref, steps):
         torch.testing.assert_close(b, a, atol=2e-2, rtol=2e-2)
+        assert torch.equal(b.argmax(-1), b_ids)
     eng = Engine(model, tok, max_batch=4).start(warmup=True)
     try:
         assert isinstance(eng.decoder, GraphDecoder) and len(eng.decoder.graphs) == 3 * 3
@@ -286,3 +291,30 @@ def test_cuda_graph_decode_matches_eager(tiny):
             assert collect(r)[0] == tok.decode(ref)
     finally:
         eng.stop(drain=False, timeout=10)
+
+
+def test_overlapped_steps_equal_step_by_step(tiny):
+    """overlap=True (the next step launched from the device-side ids before the host reads this
+    step's tokens) gives every request exactly what the plain step-by-step loop gives: greedy and
+    seeded sampling, stop tokens and strings, max_tokens, rows joining and leaving."""
+    model, tok = tiny
+    S = tok.special_tokens
+    ps = prompts(tok)
+    cases = []
+    for i, p in enumerate(ps):
+        sampling = GREEDY if i % 3 else SamplingParams(temperature=1.0, top_k=40, seed=i)
+        cases.append(dict(prompt=p, max_tokens=2 + 9 * i % 40, sampling=sampling,
+                          stop=["o"] if i % 4 == 1 else [], stop_ids={S["<|end|>"]} if i % 2 else set()))
+    results = {}
+    for overlap in (False, True):
+        eng = Engine(model, tok, max_batch=4, overlap=overlap).start()
+        try:
+            reqs = [eng.submit(Request(**c)) for c in cases]
+            results[overlap] = [(text, done.finish_reason, done.completion_tokens)
+                                for text, done in map(collect, reqs)]
+            stats = eng.health()["stats"]
+        finally:
+            eng.stop(drain=False, timeout=10)
+        assert (stats["ran_ahead"] > 0) == overlap
+    assert results[True] == results[False]
+    assert {r[1] for r in results[True]} == {"stop", "length"}
