@@ -113,7 +113,7 @@ def _encode(text: str) -> tuple[np.ndarray, int]:
 
 
 def prepare(run: str = "default", data: list[str] | None = None, vocab_size: int = 4096,
-            pattern: str = "gpt4", block_size: int = 256, tokenizer_bytes: int = 50_000_000,
+            pattern: str = "gpt4-digits", block_size: int = 256, tokenizer_bytes: int = 50_000_000,
             max_docs: int | None = None, workers: int | None = None, runs_dir: str | Path = "runs",
             verbose: bool = True) -> dict:
     """Build runs/<run>/{tokenizer,data}; returns the data index (with stats). Raises SourceError."""
@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", nargs="+", metavar="SRC",
                     help="files/globs (.txt .jsonl .parquet), hf:NAME[:[CONFIG/]SPLIT], or 'shakespeare' (default)")
     ap.add_argument("--vocab-size", type=int, default=4096, help="tokenizer vocab incl. 8 special tokens")
-    ap.add_argument("--pattern", default="gpt4", help="split regex: gpt4 (default), gpt2 or a regex")
+    ap.add_argument("--pattern", default="gpt4-digits",
+                    help="split regex: gpt4-digits (default: GPT-4's with one digit per chunk), gpt4, gpt2 or a regex")
     ap.add_argument("--block-size", type=int, default=256, help="each split must hold one window of this many+1 tokens")
     ap.add_argument("--tokenizer-bytes", type=int, default=50_000_000, help="corpus chars used to train the tokenizer")
     ap.add_argument("--max-docs", type=int, default=None, help="use only the first N documents")

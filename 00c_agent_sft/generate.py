@@ -29,8 +29,10 @@ from transformer.tokenizer import GPT4_PATTERN
 
 from .traces import HERE, SEVEN, Generator
 
-TRAIN_MIX = {"arithmetic": 0.33, "lookup": 0.30, "kb_miss": 0.08, "multi_step": 0.10, "small_talk": 0.05,
-             "multi_turn": 0.09, "tool_error": 0.05}
+# lookup_invented: facts about invented entities (agent_sft.invented), train/val only: they teach the
+# copying that held-out entities and facts added to the KB later need
+TRAIN_MIX = {"arithmetic": 0.28, "lookup": 0.20, "lookup_invented": 0.15, "kb_miss": 0.08, "multi_step": 0.10,
+             "small_talk": 0.05, "multi_turn": 0.09, "tool_error": 0.05}
 TEST_CATEGORIES = ["arithmetic", "arithmetic_oor", "lookup", "kb_miss", "multi_step", "small_talk",
                    "multi_turn", "tool_error"]
 # facts the eval adds to a COPY of the KB: never in training, answered only through the lookup tool
@@ -47,6 +49,7 @@ FORBIDDEN = ["mongolia", "mascot", "oskar vell", "old mill tower", "novium"]
 # The CPU model has a 128-token context. The tokenizer is trained later (on these very files), so
 # lengths are estimated by its split regex: about one token per chunk, plus the special tokens.
 MAX_APPROX_TOKENS = 96
+INVENTED_KB = "kb_invented.json"
 _CHUNKS = regex.compile(GPT4_PATTERN)
 
 
@@ -84,9 +87,10 @@ def user_texts(messages: list[dict]) -> list[str]:
     return [m["content"] for m in messages if m["role"] == "user"]
 
 
-def build(seed: int = 0, n_train: int = 20000, n_val: int = 600, n_test: int = 100) -> dict[str, list[dict]]:
+def build(seed: int = 0, n_train: int = 20000, n_val: int = 600, n_test: int = 100) -> dict:
+    """{"train", "val", "test": records, "kb_invented": the invented facts the lookup_invented traces read}."""
     g = Generator(seed)
-    makers = {"arithmetic": g.arith, "lookup": g.fact, "kb_miss": g.miss, "multi_step": g.multi,
+    makers = {"arithmetic": g.arith, "lookup": g.fact, "lookup_invented": g.invented_fact, "kb_miss": g.miss, "multi_step": g.multi,
               "small_talk": g.talk, "multi_turn": g.multi_turn, "tool_error": g.error}
     test_only_names = [x for pool in g.miss_pool.values() for i, x in enumerate(pool) if i % 4 == 3]
 
@@ -109,6 +113,8 @@ def build(seed: int = 0, n_train: int = 20000, n_val: int = 600, n_test: int = 1
     def record(item: dict, category: str, split: str) -> dict:
         rec = {"messages": item["msgs"], "category": category, "split": split,
                "templates": item["templates"], "entities": item["entities"]}
+        if item.get("kb"):
+            rec["kb"] = item["kb"]  # observations come from kb_invented.json, not the real KB
         if split == "train":
             rec["text"] = plain_text(item["msgs"])
         else:
@@ -161,13 +167,16 @@ def build(seed: int = 0, n_train: int = 20000, n_val: int = 600, n_test: int = 1
             seen.add(tuple(user_texts(item["msgs"])))
             test.append(record(item, cat, "test"))
             got += 1
-    return {"train": train, "val": val, "test": test}
+    return {"train": train, "val": val, "test": test, "kb_invented": g.invented}
 
 
 def write(splits: dict[str, list[dict]], out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     stats = {}
     for name, recs in splits.items():
+        if name == "kb_invented":  # the training-only KB the lookup_invented observations came from
+            (out / INVENTED_KB).write_text(json.dumps(recs, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+            continue
         text = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in recs)
         (out / f"{name}.jsonl").write_text(text, encoding="utf-8")
         stats[name] = {"records": len(recs), "bytes": len(text.encode()), **Counter(r["category"] for r in recs)}

@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import random
 import re
+import tempfile
 from pathlib import Path
 
 from agent.tools import calc, lookup
 
 from . import templates as T
+from .invented import Inventor
 
 HERE = Path(__file__).resolve().parent
 KB_FILE = HERE / "kb.json"
@@ -26,6 +28,7 @@ SEVEN = re.compile(r"(?<![\d.])\d{7}(?!\d)")  # an integer of the held-out digit
 # entities the demo and the ten-query table use: always in training
 PROTECTED = {"france", "hamlet", "gold", "light", "africa", "mercury", "venus", "earth", "mars", "water"}
 N_PLACEHOLDER = r"-?\d+(?:\.\d+)?"
+N_INVENTED = 4000  # invented facts (agent_sft.invented) for the copying-only lookup traces
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -95,6 +98,7 @@ class Generator:
         self.values = {k.lower(): v for k, v in kb.items()}
         self._choose_heldout_entities(kb)
         self._build_templates()
+        self._invent_facts()
 
     # ------------------------------------------------------------------ held-out choices
     def _choose_heldout_entities(self, kb: dict) -> None:
@@ -162,6 +166,24 @@ class Generator:
         held += [t for ts in self.lookup_tpls.values() for t, _ in ts if t.heldout]
         # one regex for "this question was written with a held-out template"
         self.heldout_regex = re.compile("|".join(f"(?:{t.pattern})" for t in held))
+
+    def _invent_facts(self) -> None:
+        """The training-only invented KB, written to a temp file that the real lookup tool reads."""
+        avoid = {n.lower().removeprefix("the ") for n in self.entity_names.values()}
+        avoid |= {x.lower().removeprefix("the ") for pool in (T.MISSING_COUNTRIES, T.INVENTED_ENTITIES,
+                  T.INVENTED_WORKS, T.INVENTED_ELEMENTS, T.MISSING_MOONS) for x in pool}
+        inv = Inventor(random.Random(self.rng.random()), avoid)
+        self.invented: dict[str, str] = {}
+        self.invented_parts: list[tuple[str, str]] = []
+        while len(self.invented) < N_INVENTED:
+            rel = self.rng.choice(sorted(self.facts)) if self.rng.random() < 0.5 else self.rng.choice(inv.relations)
+            ent = inv.entity(rel)
+            if rel in T.IN_RELATIONS and " of " in ent:
+                continue  # "longest river in the Isle of X" would be read as relation "longest river in the isle"
+            self.invented[f"{rel} of {ent}"] = inv.value(rel)  # the KB's form; lookup reads "in" as "of"
+            self.invented_parts.append((rel, ent))
+        self.invented_kb = Path(tempfile.mkdtemp(prefix="kb_invented_")) / "kb_invented.json"
+        self.invented_kb.write_text(json.dumps(self.invented, ensure_ascii=False, indent=0), encoding="utf-8")
 
     # ------------------------------------------------------------------ small pieces
     def choose_template(self, tpls: list, test: bool, heldout: bool | None):
@@ -248,6 +270,26 @@ class Generator:
         msgs = turn.answer(T.ANSWER_LOOKUP.format(key=key, value=obs))
         return {"msgs": msgs, "expected": [{"kind": "fact", "answer": obs, "tools": ["lookup"]}],
                 "templates": [tpl.id], "entities": [ent]}
+
+    def invented_fact(self, test=False, ht=None, **_) -> dict | None:
+        """A lookup of an invented fact (training only): nothing to memorise, only to copy."""
+        rel, ent = self.rng.choice(self.invented_parts)
+        if rel in self.lookup_tpls:
+            pick = self.choose_template(self.lookup_tpls[rel], test, ht)
+            if pick is None:
+                return None
+            tpl, keyfmt = pick
+        else:
+            i = self.rng.randrange(len(T.FACT_FRAMES))
+            tpl = Template(f"invented:f{i}", T.FACT_FRAMES[i].replace("{X}", f"the {rel} of {{E}}"))
+            keyfmt = f"{rel} of {{E}}"
+        q, key = tpl.text.format(E=ent), keyfmt.format(E=ent)
+        turn = Turn(q, self.invented_kb)
+        obs = turn.tool(T.THOUGHT_LOOKUP.format(key=key), "lookup", key)
+        if obs.startswith("not found"):
+            raise RuntimeError(f"lookup({key!r}) missed the invented KB: {obs}")
+        return {"msgs": turn.answer(T.ANSWER_LOOKUP.format(key=key, value=obs)), "templates": [tpl.id],
+                "entities": [], "kb": "invented", "expected": [{"kind": "fact", "answer": obs, "tools": ["lookup"]}]}
 
     def miss(self, test=False, ht=None, he=False) -> dict | None:
         kind = self.weighted({"country": .35, "relation": .25, "place": .15, "work": .1, "element": .1, "moons": .05})
@@ -368,12 +410,17 @@ class Generator:
         for i in range(2 if self.rng.random() < 0.7 else 3):
             prev = turns[-1] if turns else None
             can_follow = prev and prev["expected"][-1]["kind"] == "number" and re.fullmatch(r"-?\d{1,9}", prev["expected"][-1]["answer"])
-            kind = self.weighted({"arith": .3, "fact": .3, "talk": .2, "miss": .1, "follow": .4 if can_follow else 0})
+            kind = self.weighted({"arith": .3, "fact": .3, "talk": .2, "miss": .1, "follow": .4 if can_follow else 0,
+                                  "invented_fact": 0 if test else .15})
             he = test and self.rng.random() < 0.3
             t = self.follow_up(prev, test) if kind == "follow" else \
                 getattr(self, kind)(test=test, **({"he": he} if kind in ("fact", "miss") else {}))
             if t is None:
                 return None
             turns.append(t)
+        if any(t.get("kb") for t in turns):  # lookups in one conversation read one KB
+            if not all(t.get("kb") or "lookup" not in t["expected"][-1]["tools"] for t in turns):
+                return None
         return {"msgs": [m for t in turns for m in t["msgs"]], "expected": [e for t in turns for e in t["expected"]],
+                **({"kb": "invented"} if any(t.get("kb") for t in turns) else {}),
                 "templates": [x for t in turns for x in t["templates"]], "entities": [x for t in turns for x in t["entities"]]}

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from agent.tools import calc, lookup, normalize
-from agent_sft.generate import (ADDED_FACTS, FORBIDDEN, MAX_APPROX_TOKENS, TEST_CATEGORIES, approx_tokens, build,
-                                 user_texts)
+from agent_sft.generate import (ADDED_FACTS, FORBIDDEN, INVENTED_KB, MAX_APPROX_TOKENS, TEST_CATEGORIES,
+                                 approx_tokens, build, user_texts)
 from agent_sft import templates as T
 from agent_sft.traces import HERE, KB_FILE, SEVEN, Generator
 from sft.data import validate_conversation
@@ -56,8 +56,9 @@ def test_records_are_valid_conversations_with_real_observations(files):
         assert all(r["split"] == split for r in recs)
         for r in recs[:3000]:
             validate_conversation(r)
+            kb = DATA / INVENTED_KB if r.get("kb") == "invented" else KB_FILE
             for name, arg, obs in actions(r):
-                assert obs == (calc(arg) if name == "calc" else lookup(arg, kb_path=KB_FILE)), (name, arg, obs)
+                assert obs == (calc(arg) if name == "calc" else lookup(arg, kb_path=kb)), (name, arg, obs)
     assert len(files["train"]) >= 10000 and (DATA / "train.jsonl").stat().st_size < 15e6
     assert set(Counter(r["category"] for r in files["test"])) == set(TEST_CATEGORIES)
 
@@ -75,9 +76,10 @@ def test_formats_are_simple_and_consistent(files):
                 assert parse_action(f"{fn['name']}({arg})") == (fn["name"], arg)
                 assert m["reasoning_content"] in thoughts  # short and templated
         steps = list(actions(r))
-        if r["category"] in ("arithmetic", "lookup"):  # the answer copies the observation
+        if r["category"] in ("arithmetic", "lookup", "lookup_invented"):  # the answer copies the observation
             (_, arg, obs), = steps
             assert msgs[-1]["content"] == (f"The answer is {obs}." if r["category"] == "arithmetic" else f"{obs}.")
+            assert (r.get("kb") == "invented") == (r["category"] == "lookup_invented")
             assert r["text"].startswith(f"User: {msgs[0]['content']}") and f"-> {obs}" in r["text"]
         if r["category"] == "arithmetic":  # the action copies the question's numbers
             assert all(n in steps[0][1] for n in re.findall(r"\d+(?:\.\d+)?", msgs[0]["content"]))
@@ -140,3 +142,18 @@ def test_traces_fit_the_cpu_context(files):
     # the CPU model sees 128 tokens; the tokenizer is trained later, so the generator bounds an estimate
     assert all(approx_tokens(r["messages"]) <= MAX_APPROX_TOKENS for s in files.values() for r in s)
     assert max(approx_tokens(r["messages"]) for r in files["train"]) > 0.8 * MAX_APPROX_TOKENS
+
+
+def test_invented_facts_are_training_only_and_collide_with_nothing(files, gen):
+    invented = json.loads((DATA / INVENTED_KB).read_text(encoding="utf-8"))
+    assert invented == gen.invented and len(invented) >= 1000
+    real = json.loads(KB_FILE.read_text(encoding="utf-8"))
+    assert not {normalize(k) for k in invented} & {normalize(k) for k in real}
+    entities = {normalize(k).split(" of ", 1)[1] for k in invented}
+    taken = {normalize(n) for n in gen.entity_names.values()} | {normalize(x) for pool in gen.miss_pool.values() for x in pool}
+    assert not entities & taken  # an invented place is never a real one nor a "missing" one
+    assert not any(f in " ".join(entities) for f in FORBIDDEN)
+    by_split = Counter(r["split"] for s in files.values() for r in s if r.get("kb") == "invented")
+    assert by_split["train"] > 2000 and by_split["val"] > 50 and by_split["test"] == 0
+    # the generator reads the invented KB only for invented entities: the real lookups still hit kb.json
+    assert all(r.get("kb") != "invented" for r in files["train"] if r["category"] == "lookup")
