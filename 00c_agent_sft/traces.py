@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 from agent.tools import calc, lookup
@@ -182,7 +184,9 @@ class Generator:
                 continue  # "longest river in the Isle of X" would be read as relation "longest river in the isle"
             self.invented[f"{rel} of {ent}"] = inv.value(rel)  # the KB's form; lookup reads "in" as "of"
             self.invented_parts.append((rel, ent))
-        self.invented_kb = Path(tempfile.mkdtemp(prefix="kb_invented_")) / "kb_invented.json"
+        tmp = tempfile.mkdtemp(prefix="kb_invented_")
+        weakref.finalize(self, shutil.rmtree, tmp, ignore_errors=True)  # gone with the generator
+        self.invented_kb = Path(tmp) / "kb_invented.json"
         self.invented_kb.write_text(json.dumps(self.invented, ensure_ascii=False, indent=0), encoding="utf-8")
 
     # ------------------------------------------------------------------ small pieces

@@ -49,7 +49,7 @@ class GPTConfig:
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """Mean cross-entropy of logits (N, V) over targets != IGNORE_INDEX, computed in fp32.
     "triton" is 05_gpu's fused kernel: one read of the logits forward, one read + write backward,
-    where PyTorch's makes 5-6 passes; at GPT-2's vocabulary that is ~5% of a training step."""
+    where the compiled PyTorch loss makes more passes (00_train/README.md has the measurements)."""
     if backend not in ("auto", "torch", "triton"):
         raise ValueError(f"unknown loss_backend {backend!r}; use auto, torch or triton")
     if backend == "triton" or (backend == "auto" and logits.is_cuda):
