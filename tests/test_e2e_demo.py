@@ -32,8 +32,11 @@ def test_demo_pipeline_answers_in_the_browser():
                    cwd=ROOT, check=True, timeout=3600)
     train_s = time.time() - t0
     port, model_port = free_port(), free_port()
+    # SIG_DFL for SIGINT in the child: a test run from a background job inherits SIGINT ignored, and
+    # Python then never raises KeyboardInterrupt, so the Ctrl-C below would be lost
     demo = subprocess.Popen([sys.executable, "-m", "app.demo", "--run", RUN, "--preset", "cpu",
-                             "--port", str(port), "--model-port", str(model_port)], cwd=ROOT)
+                             "--port", str(port), "--model-port", str(model_port)], cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 120
         while True:
