@@ -43,8 +43,6 @@ class Inventor:
     """Deterministic invented names and facts (seeded); `avoid` holds lowercase strings that must not
     occur in any invented entity (real KB entities, the eval's facts, the invented 'missing' names)."""
 
-    relations = RELATIONS
-
     def __init__(self, rng: random.Random, avoid: set[str]):
         self.rng, self.avoid, self.used = rng, avoid, set()
 
@@ -70,7 +68,7 @@ class Inventor:
         r = self.rng
         if relation in PERSON_RELATIONS:
             return self._fill(PERSON_FORMS)
-        if relation in ("chemical symbol",):
+        if relation == "chemical symbol":
             return self.word(1, 1)[:r.randint(1, 2)]
         if relation in ("atomic number", "number of moons"):
             return str(r.randint(1, 180))

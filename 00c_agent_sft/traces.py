@@ -21,7 +21,7 @@ from pathlib import Path
 from agent.tools import calc, lookup
 
 from . import templates as T
-from .invented import Inventor
+from .invented import RELATIONS as INVENTED_RELATIONS, Inventor
 
 HERE = Path(__file__).resolve().parent
 KB_FILE = HERE / "kb.json"
@@ -178,7 +178,7 @@ class Generator:
         self.invented: dict[str, str] = {}
         self.invented_parts: list[tuple[str, str]] = []
         while len(self.invented) < N_INVENTED:
-            rel = self.rng.choice(sorted(self.facts)) if self.rng.random() < 0.5 else self.rng.choice(inv.relations)
+            rel = self.rng.choice(sorted(self.facts)) if self.rng.random() < 0.5 else self.rng.choice(INVENTED_RELATIONS)
             ent = inv.entity(rel)
             if rel in T.IN_RELATIONS and " of " in ent:
                 continue  # "longest river in the Isle of X" would be read as relation "longest river in the isle"
@@ -422,9 +422,9 @@ class Generator:
             if t is None:
                 return None
             turns.append(t)
-        if any(t.get("kb") for t in turns):  # lookups in one conversation read one KB
-            if not all(t.get("kb") or "lookup" not in t["expected"][-1]["tools"] for t in turns):
-                return None
+        invented = any(t.get("kb") for t in turns)
+        if invented and any(not t.get("kb") and "lookup" in t["expected"][-1]["tools"] for t in turns):
+            return None  # the lookups of one conversation must read one KB
         return {"msgs": [m for t in turns for m in t["msgs"]], "expected": [e for t in turns for e in t["expected"]],
-                **({"kb": "invented"} if any(t.get("kb") for t in turns) else {}),
+                **({"kb": "invented"} if invented else {}),
                 "templates": [x for t in turns for x in t["templates"]], "entities": [x for t in turns for x in t["entities"]]}
