@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     shape = make_config("gpt2-124m", over).model.to_dict()
     dev = torch.device(device)
     peak = peak_flops(dev)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"
-    print(f"device {name} | torch {torch.__version__} | shape {shape} | micro-batch {args.batch_size}", flush=True)
+    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"
+    print(f"device {device_name} | torch {torch.__version__} | shape {shape} | micro-batch {args.batch_size}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "data").mkdir()
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in variants.items():
         print(f"  variant {name}: {r['tokens_per_s']:,.0f} tok/s = {r['tokens_per_s'] / ours['tokens_per_s']:.3f}x ours",
               flush=True)
-    report = {"device": name, "torch": torch.__version__, "python": platform.python_version(), "shape": shape,
+    report = {"device": device_name, "torch": torch.__version__, "python": platform.python_version(), "shape": shape,
               "micro_batch": args.batch_size, "flops_per_token": flops_tok, "peak_flops_bf16": peak,
               "ours": ours, "hf": hf, "speedup_vs_hf": ours["tokens_per_s"] / hf["tokens_per_s"],
               "variants": variants,
