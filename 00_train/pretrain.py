@@ -90,9 +90,8 @@ def train(cfg: Config, run: str = "default", device: str = "auto", resume: bool 
     start = 0
     if state is not None:
         loaded, meta = load_checkpoint(ckpt_dir)
-        shape = lambda c: {k: v for k, v in c.to_dict().items() if k not in ("dropout", "attn_backend", "loss_backend", "bf16_residual")}
-        if shape(loaded.config) != shape(cfg.model):
-            raise CheckpointError(f"{ckpt_dir} holds model {shape(loaded.config)}, config says {shape(cfg.model)}")
+        if loaded.config.shape() != cfg.model.shape():
+            raise CheckpointError(f"{ckpt_dir} holds model {loaded.config.shape()}, config says {cfg.model.shape()}")
         if meta.get("step") != state["step"]:
             raise CheckpointError(f"{state_path} is from step {state['step']} but {ckpt_dir} from step "
                                   f"{meta.get('step')} (an interrupted save?); cannot resume exactly")

@@ -33,9 +33,15 @@ class GPTConfig:
     attn_backend: str = "sdpa"  # "sdpa" | "manual" | "triton" | anything registered
     loss_backend: str = "auto"  # "torch" | "triton" (05_gpu's fused kernel) | "auto": triton on CUDA
     bf16_residual: bool = True  # under bf16 autocast, keep the residual stream in bf16 too (as Megatron does)
+    decode_kernels: str = "auto"  # one-token KV-cache steps: "torch" | "triton" (05_gpu's fused kernels) |
+                                  # "auto": triton on CUDA when no gradient is needed (see _decode_step)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def shape(self) -> dict:
+        """The fields that fix the weights' shapes (the others choose how to compute)."""
+        return {k: getattr(self, k) for k in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "bias")}
 
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
@@ -180,6 +186,32 @@ class GPT(nn.Module):
             logits = logits.detach()
         return logits, loss
 
+    def prefill(self, prompts: list[list[int]], kv_cache: KVCache, first_row: int = 0) -> torch.Tensor:
+        """Start len(prompts) sequences at once in the empty cache rows first_row, first_row + 1, ...
+        -> logits (k, V) of each prompt's last token. One forward for all: prompts of different lengths
+        are right-padded to the longest. Under causal attention no real token sees the padding, and
+        the padding's keys/values land past each row's length, where decoding overwrites them before
+        anything reads them; each row's length is set to its own prompt's."""
+        k = len(prompts)
+        lens = torch.tensor([len(p) for p in prompts], dtype=torch.long)
+        rows = slice(first_row, first_row + k)
+        if k == 0 or int(lens.min()) < 1:
+            raise ValueError("prefill needs at least one prompt and no empty prompt")
+        if kv_cache.lengths[rows].numel() != k or bool(kv_cache.lengths[rows].any()):
+            raise ValueError(f"rows {first_row}..{first_row + k - 1} must exist in the cache and be empty")
+        T = int(lens.max())
+        if T > min(kv_cache.max_len, self.config.block_size):
+            raise ValueError(f"a prompt of {T} tokens does not fit the cache (max_len={kv_cache.max_len}) "
+                             f"or the context window (block_size={self.config.block_size})")
+        idx = torch.zeros(k, T, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            idx[i, :len(p)] = torch.as_tensor(p, dtype=torch.long)
+        dev = kv_cache.k.device
+        pos = torch.arange(T, device=dev)[None, :].expand(k, T)
+        logits = self.forward_at(idx.to(dev, non_blocking=True), pos, kv_cache, rows, kv_len=T, fresh=True)
+        kv_cache.lengths[rows] = lens
+        return logits[torch.arange(k, device=dev), (lens - 1).to(dev)]  # (k, V)
+
     def forward_at(self, idx: torch.Tensor, pos: torch.Tensor, kv_cache: KVCache | None = None,
                    rows: slice | None = None, kv_len: int = 0, fresh: bool = False) -> torch.Tensor:
         """The forward pass at explicit positions pos (B, T) on idx's device -> logits (B, T, V).
@@ -189,6 +221,8 @@ class GPT(nn.Module):
         the rows were empty, so plain causal attention over the new tokens is the same thing).
         Nothing here reads or updates `cache.lengths` and no shape depends on data, so a fixed
         (pos buffer, kv_len) step can be captured as a CUDA graph (03_model does)."""
+        if kv_cache is not None and not fresh and idx.size(1) == 1 and self._use_decode_kernels(idx):
+            return self._decode_step(idx[:, 0], pos[:, 0], kv_cache, rows if rows is not None else slice(None))
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         if self.config.bf16_residual and torch.is_autocast_enabled(x.device.type):
             # embeddings are fp32 parameters, so without this the whole residual stream (and its
@@ -200,6 +234,38 @@ class GPT(nn.Module):
             cache = kv_cache.layer(i, rows if rows is not None else slice(None)) if kv_cache is not None else None
             x = block(x, cache=cache, pos=pos, mask=mask)
         return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
+
+    def _use_decode_kernels(self, idx: torch.Tensor) -> bool:
+        mode = self.config.decode_kernels
+        if mode not in ("auto", "torch", "triton"):
+            raise ValueError(f"unknown decode_kernels {mode!r}; use auto, torch or triton")
+        if mode == "torch":
+            return False
+        # the kernels have no backward, and under autocast the unfused path decides the dtypes
+        usable = (not torch.is_grad_enabled() and not self.training
+                  and not torch.is_autocast_enabled(idx.device.type))
+        if mode == "triton" and not usable:
+            raise RuntimeError("decode_kernels='triton' is inference only: use torch.no_grad(), eval() "
+                               "and no autocast (or decode_kernels='auto')")
+        return usable and (mode == "triton" or idx.is_cuda)
+
+    def _decode_step(self, idx: torch.Tensor, pos: torch.Tensor, kv_cache: KVCache, rows: slice) -> torch.Tensor:
+        """forward_at for one new token per row (idx, pos: (B,)) on 05_gpu's decode kernels -> (B, 1, V).
+        The same math as the blocks, regrouped for fewer kernels (a decode step is launch-bound): each
+        layer's cache write and attention is one kernel, and every residual add is fused with the
+        LayerNorm that reads its result, so the loop carries x and its normalised copy h."""
+        from gpu.decode_attention import decode_attention  # lower layer; imported only when used
+        from gpu.layer_norm import add_layer_norm
+        blocks = self.transformer.h
+        norms = [block.ln_1 for block in blocks] + [self.transformer.ln_f]  # the norm after each add
+        ln = lambda x, r, norm: add_layer_norm(x, r, norm.weight, norm.bias, norm.eps)
+        x, h = ln(self.transformer.wte(idx), self.transformer.wpe(pos), norms[0])  # (B, C) each
+        for i, block in enumerate(blocks):
+            k, v = kv_cache.layer(i, rows)
+            y = decode_attention(block.attn.c_attn(h), k, v, pos, self.config.n_head)  # (B, C)
+            x, h = ln(x, block.attn.c_proj(y), block.ln_2)
+            x, h = ln(x, block.mlp(h), norms[i + 1])
+        return self.lm_head(h)[:, None, :]
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None, device=None, dtype=None) -> KVCache:
         cfg = self.config

@@ -103,6 +103,32 @@ def test_kv_cache_rows_with_different_lengths():
     assert (out[0] - full[2, :12]).abs().max() < 1e-5
 
 
+def test_batched_prefill_of_different_lengths_equals_one_at_a_time():
+    """GPT.prefill right-pads prompts into one forward: each row's last-token logits, its length and
+    the decode steps after it are what a full forward over that row alone gives."""
+    model = tiny()
+    x = torch.randint(0, 300, (4, 40))
+    full, _ = model(x)
+    cache = model.new_kv_cache(4)
+    model(x[:1, :9], kv_cache=cache, rows=slice(0, 1))  # row 0 is busy with another sequence
+    lens = [5, 30, 1]
+    with torch.no_grad():
+        last = model.prefill([x[1 + i, :n].tolist() for i, n in enumerate(lens)], cache, first_row=1)
+    assert last.shape == (3, 300) and cache.lengths.tolist() == [9] + lens
+    for i, n in enumerate(lens):
+        assert (last[i] - full[1 + i, n - 1]).abs().max() < 1e-5
+    step = torch.stack([x[0, 9:11]] + [x[1 + i, n:n + 2] for i, n in enumerate(lens)])
+    out, _ = model(step, kv_cache=cache)  # padding keys past a row's length are never read
+    for row, n in enumerate([9] + lens):
+        assert (out[row] - full[row, n:n + 2]).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="must exist in the cache and be empty"):
+        model.prefill([[1, 2]], cache, first_row=2)
+    with pytest.raises(ValueError, match="no empty prompt"):
+        model.prefill([[]], model.new_kv_cache(1))
+    with pytest.raises(ValueError, match="does not fit"):
+        model.prefill([[1] * 65], model.new_kv_cache(1))
+
+
 def test_kv_cache_errors_past_block_size_and_reports_memory():
     model = tiny()
     cache = model.new_kv_cache(2)

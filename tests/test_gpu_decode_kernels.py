@@ -1,0 +1,121 @@
+"""05_gpu's decode kernels (fused cache write + attention, fused residual add + LayerNorm) against
+PyTorch, in Triton's interpreter on the CPU; and the model's one-token cache step on them
+(GPTConfig.decode_kernels) against its plain PyTorch path."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gpu.decode_attention import decode_attention
+from gpu.layer_norm import add_layer_norm
+from transformer import GPT, GPTConfig
+
+
+def reference_decode(qkv, k_cache, v_cache, pos, n_head):
+    """Write k, v at pos, then plain attention of q over keys 0..pos, row by row."""
+    B, C = qkv.size(0), qkv.size(1) // 3
+    q, k, v = (t.view(B, n_head, C // n_head) for t in qkv.split(C, dim=1))
+    ys = []
+    for b in range(B):
+        p = int(pos[b])
+        k_cache[b, :, p], v_cache[b, :, p] = k[b], v[b]
+        ys.append(F.scaled_dot_product_attention(q[b, :, None], k_cache[b, :, :p + 1], v_cache[b, :, :p + 1]))
+    return torch.stack(ys).reshape(B, C)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decode_attention_matches_reference(dtype):
+    torch.manual_seed(0)
+    L, H, D = 150, 3, 16  # rows longer than one 64-key block, and one on a block edge
+    pos = torch.tensor([0, 1, 63, 64, 130, L - 1])
+    B = len(pos)
+    qkv = torch.randn(B, 3 * H * D, dtype=dtype)
+    cache = torch.randn(2, B + 2, H, L, D, dtype=dtype)  # the kernel gets row views, as from KVCache
+    ours_k, ours_v = cache[0, 1:B + 1].clone(), cache[1, 1:B + 1].clone()
+    ref_k, ref_v = ours_k.float(), ours_v.float()  # copies, the reference in fp32
+    y = decode_attention(qkv, ours_k, ours_v, pos, H)
+    ref = reference_decode(qkv.float(), ref_k, ref_v, pos, H)
+    assert y.dtype == dtype and y.shape == (B, H * D)
+    torch.testing.assert_close(y.float(), ref, atol=1e-5 if dtype == torch.float32 else 2e-2, rtol=1e-4)
+    assert torch.equal(ours_k.float(), ref_k) and torch.equal(ours_v.float(), ref_v)
+
+
+def test_decode_attention_writes_through_a_cache_view():
+    """k_cache/v_cache are views of the model's (n_layer, B, H, L, D) cache: the write must land there."""
+    torch.manual_seed(1)
+    cache = torch.zeros(2, 2, 4, 2, 10, 8)  # (k|v, layer, rows, H, L, D)
+    qkv = torch.randn(2, 3 * 16)
+    decode_attention(qkv, cache[0, 1, 2:4], cache[1, 1, 2:4], torch.tensor([3, 5]), 2)
+    k_new = qkv[:, 16:32].view(2, 2, 8)
+    assert torch.equal(cache[0, 1, 2, :, 3], k_new[0]) and torch.equal(cache[0, 1, 3, :, 5], k_new[1])
+    assert cache[0, 0].abs().sum() == 0 and cache[0, 1, :2].abs().sum() == 0  # nothing else touched
+
+
+def test_decode_attention_rejects_bad_shapes():
+    k = torch.zeros(2, 2, 10, 8)
+    with pytest.raises(ValueError, match="pos must be"):
+        decode_attention(torch.zeros(2, 48), k, k.clone(), torch.tensor([1]), 2)
+    with pytest.raises(ValueError, match="caches must be"):
+        decode_attention(torch.zeros(2, 48), k, k.clone(), torch.tensor([1, 2]), 4)
+    with pytest.raises(ValueError, match="power of two"):
+        decode_attention(torch.zeros(2, 36), torch.zeros(2, 2, 10, 6), torch.zeros(2, 2, 10, 6),
+                         torch.tensor([1, 2]), 2)
+
+
+@pytest.mark.parametrize("C, bias", [(64, True), (100, False), (768, True)])
+def test_add_layer_norm_matches_torch(C, bias):
+    torch.manual_seed(C)
+    x, r = torch.randn(5, C) * 3, torch.randn(5, C)
+    w, b = torch.randn(C), (torch.randn(C) if bias else None)
+    s, h = add_layer_norm(x, r, w, b)
+    torch.testing.assert_close(s, x + r, atol=0, rtol=0)
+    torch.testing.assert_close(h, F.layer_norm(x + r, (C,), w, b), atol=2e-5, rtol=1e-5)
+
+
+def test_add_layer_norm_bf16_within_one_rounding():
+    """bf16 in and out: the sum is rounded once to bf16 (the interpreter truncates where the GPU rounds
+    to nearest, so allow one bf16 step), then normalised in fp32."""
+    torch.manual_seed(0)
+    x, r, w, b = (torch.randn(*s).bfloat16() for s in ((4, 96), (4, 96), (96,), (96,)))
+    s, h = add_layer_norm(x, r, w, b)
+    assert s.dtype == h.dtype == torch.bfloat16
+    torch.testing.assert_close(s.float(), (x + r).float(), atol=0.07, rtol=1 / 128)
+    torch.testing.assert_close(h.float(), F.layer_norm((x + r).float(), (96,), w.float(), b.float()),
+                               atol=0.07, rtol=1 / 64)
+
+
+def test_model_decode_step_on_kernels_equals_torch_path():
+    """Rows of different lengths in one cache, several one-token steps: the fused path gives the plain
+    path's logits and writes the same keys and values."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(block_size=96, vocab_size=97, n_layer=2, n_head=2, n_embd=32)
+    model = GPT(cfg).eval()
+    prompts = [torch.randint(0, 97, (1, n)) for n in (5, 70, 1)]
+    results = {}
+    for mode in ("torch", "triton"):
+        model.config.decode_kernels = mode
+        cache = model.new_kv_cache(3)
+        with torch.no_grad():
+            for r, p in enumerate(prompts):
+                model(p, kv_cache=cache, rows=slice(r, r + 1))
+            steps = [model(torch.tensor([[t], [t + 1], [t + 2]]), kv_cache=cache)[0] for t in (3, 9, 40)]
+        results[mode] = (torch.cat(steps, 1), cache)
+    (a, ca), (b, cb) = results["torch"], results["triton"]
+    assert b.shape == (3, 3, 97)
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    assert torch.equal(ca.lengths, cb.lengths)
+    for r, n in enumerate(ca.lengths.tolist()):
+        torch.testing.assert_close(cb.k[:, r, :, :n], ca.k[:, r, :, :n], atol=1e-6, rtol=0)
+        torch.testing.assert_close(cb.v[:, r, :, :n], ca.v[:, r, :, :n], atol=1e-6, rtol=0)
+
+
+def test_decode_kernels_setting_is_checked():
+    model = GPT(GPTConfig(block_size=16, vocab_size=11, n_layer=1, n_head=1, n_embd=8, decode_kernels="triton"))
+    cache = model.new_kv_cache(1)
+    with torch.no_grad():
+        model(torch.tensor([[1, 2]]), kv_cache=cache)
+    with pytest.raises(RuntimeError, match="inference only"):  # training mode, gradients on
+        model(torch.tensor([[3]]), kv_cache=cache)
+    model.config.decode_kernels = "fast"
+    with pytest.raises(ValueError, match="unknown decode_kernels"):
+        with torch.no_grad():
+            model.eval()(torch.tensor([[3]]), kv_cache=cache)
