@@ -165,6 +165,7 @@ def train(cfg: Config, run: str = "default", device: str = "auto", resume: bool 
     bar = tqdm(total=t.max_steps, initial=start, disable=not (master and verbose), dynamic_ncols=True, unit="step")
     t_train, t_log, n_log = time.time(), time.time(), 0
     tok_s = mfu = None
+    upcoming = batches.step(step) if step < t.max_steps else []
     try:
         while step < t.max_steps:
             if t.eval_iters and step % t.eval_interval == 0 and (step > start or not resume):
@@ -179,7 +180,7 @@ def train(cfg: Config, run: str = "default", device: str = "auto", resume: bool 
             lr = lr_at(step, t.lr, t.min_lr, t.warmup_steps, t.max_steps)
             for group in opt.param_groups:
                 group["lr"] = lr
-            for micro, (x, y) in enumerate(batches.step(step)):
+            for micro, (x, y) in enumerate(upcoming):
                 if ddp:
                     model.require_backward_grad_sync = micro == accum - 1
                 with ctx:
@@ -194,6 +195,9 @@ def train(cfg: Config, run: str = "default", device: str = "auto", resume: bool 
                 torch.nn.utils.clip_grad_norm_(raw.parameters(), t.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
+            # read and upload the next step's windows now, while the GPU still works through this step's
+            # queue, rather than after the logging sync below, which would leave the GPU idle meanwhile
+            upcoming = batches.step(step + 1) if step + 1 < t.max_steps else []
             step += 1
             n_log += 1
             bar.update(1)
