@@ -7,9 +7,11 @@ the Engine in-process with the same asyncio delivery path as the HTTP server (no
 - tokens/s and p50/p99 inter-token latency at 1, 8, 32, 64 concurrent streams (greedy, no stop);
 - the same weights in Hugging Face transformers' generate() (greedy, use_cache=True): ms/token at
   batch 1 and tokens/s at batch 32.
-The engine overlaps its host work with the next decode step (--no-overlap turns that off); on a GPU
-a baseline engine without overlap is measured in the same run (--no-baseline skips it), and a
-profile of one batch-1 step (taken last: the profiler slows down later launches) counts its kernels. Writes <out>/serving_<device>.json and .md.
+The engine overlaps its host work with the next decode step (--no-overlap turns that off) and, on a
+GPU, decodes on 05_gpu's fused kernels (GPTConfig.decode_kernels). On a GPU two ablations run in the
+same run (--no-baseline skips them): "torch_kernels" (overlap, PyTorch ops for the one-token step)
+and "baseline" (neither), and a profile of one batch-1 step of each (taken last: the profiler slows
+down later launches) counts its kernels. Writes <out>/serving_<device>.json and .md.
 """
 from __future__ import annotations
 
@@ -121,15 +123,17 @@ def bench_hf(model: GPT, device: torch.device, dtype, prompt_len: int, n_tokens:
 
 
 def bench_engine(model: GPT, tok: Tokenizer, cfg: GPTConfig, device: torch.device, levels: list[int],
-                 n_tokens: int, overlap: bool):
+                 n_tokens: int, overlap: bool, kernels: str):
     """Warm-up, raw decode steps and the concurrency sweep of one engine configuration -> the results
     and its raw-step function (for the profile at the end)."""
+    model.config.decode_kernels = kernels  # read when the decoder's graphs are captured
     engine = Engine(model, tok, max_batch=max(levels), overlap=overlap)
     t = time.perf_counter()
     engine.start(warmup=True)  # captures every CUDA graph bucket up front on a GPU
     dec = engine.decoder
-    res = {"decoder": {"cuda_graphs": hasattr(dec, "graphs"), "overlap": overlap,
-                       "argmax_in_step": True, "mask": "built once per step (additive bias for sdpa)"},
+    fused = model.decode_kernels_on(device)
+    res = {"decoder": {"cuda_graphs": hasattr(dec, "graphs"), "overlap": overlap, "argmax_in_step": True,
+                       "decode_kernels": "triton (05_gpu)" if fused else "torch"},
            "graph_warmup_s": round(time.perf_counter() - t, 2)}
 
     def raw_step(b: int):  # one decode step of b rows through the engine's decoder, ids to the host
@@ -194,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-hf", action="store_true", help="skip the transformers comparison")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-overlap", action="store_true", help="no launching step t+1 before reading step t")
-    p.add_argument("--no-baseline", action="store_true", help="GPU: skip the baseline engine (no overlap)")
+    p.add_argument("--no-baseline", action="store_true", help="GPU: skip the ablations (torch_kernels, baseline)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -224,11 +228,11 @@ def main(argv: list[str] | None = None) -> None:
             model(prompt, kv_cache=cache)
     report["prefill"] = {"prompt_tokens": P, "ms": round(median_ms(prefill, device, reps=10), 3)}
 
-    variants = [("baseline", False)] if gpu and not args.no_baseline else []
-    variants.append(("main", not args.no_overlap))
+    variants = [("baseline", False, "torch"), ("torch_kernels", True, "torch")] if gpu and not args.no_baseline else []
+    variants.append(("main", not args.no_overlap, "auto"))
     steppers = {}
-    for label, overlap in variants:
-        res, steppers[label] = bench_engine(model, tok, cfg, device, levels, n_tokens, overlap)
+    for label, overlap, kernels in variants:
+        res, steppers[label] = bench_engine(model, tok, cfg, device, levels, n_tokens, overlap, kernels)
         print(label, json.dumps(res), flush=True)
         if label == "main":
             report.update(res)
@@ -237,9 +241,10 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_hf:
         report["hf"] = bench_hf(model, device, dtype, 32, n_tokens)
         report["speedup_b1_vs_hf"] = round(report["hf"]["b1_ms_per_token"] / report["engine_b1_ms_per_token"], 1)
-        if "baseline" in report:
-            report["baseline"]["speedup_b1_vs_hf"] = round(
-                report["hf"]["b1_ms_per_token"] / report["baseline"]["engine_b1_ms_per_token"], 1)
+        for label in ("baseline", "torch_kernels"):
+            if label in report:
+                report[label]["speedup_b1_vs_hf"] = round(
+                    report["hf"]["b1_ms_per_token"] / report[label]["engine_b1_ms_per_token"], 1)
     if gpu:
         for label, raw_step in steppers.items():
             (report if label == "main" else report[label])["profile"] = profile_step(lambda: raw_step(1))
@@ -247,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def describe(d: dict) -> str:
-    return ", ".join(k for k in ("cuda_graphs", "overlap", "argmax_in_step") if d.get(k)) or "eager"
+    on = [k for k in ("cuda_graphs", "overlap", "argmax_in_step") if d.get(k)]
+    return ", ".join(on + [f"decode kernels: {d.get('decode_kernels', 'torch')}"])
 
 
 def profile_line(r: dict) -> list[str]:
@@ -281,11 +287,14 @@ def write(report: dict, out: Path, tag: str) -> None:
              "| streams | tokens/s | ITL p50 ms | ITL p99 ms | TTFT p50 ms |", "|---|---|---|---|---|"]
     lines += [f"| {r['streams']} | {r['tokens_per_s']} | {r['itl_p50_ms']} | {r['itl_p99_ms']} | {r['ttft_p50_ms']} |"
               for r in report["concurrency"]]
-    if "baseline" in report:
-        base = report["baseline"]
-        lines += ["", f"Baseline in the same run ({describe(base['decoder'])}): decode step at batch 1 "
+    for label in ("torch_kernels", "baseline"):
+        if label not in report:
+            continue
+        base = report[label]
+        lines += ["", f"Ablation `{label}` in the same run ({describe(base['decoder'])}): decode step at batch 1 "
                       f"{base['decode_step_b1_ms']} ms, through the engine {base['engine_b1_ms_per_token']} "
-                      f"ms/token; warm-up {base['graph_warmup_s']} s.", *profile_line(base), "",
+                      f"ms/token; chained {base['decode_step_b1_chained_ms']} ms; warm-up {base['graph_warmup_s']} s.",
+                  *profile_line(base), "",
                   "| streams | tokens/s | ITL p50 ms | ITL p99 ms | TTFT p50 ms |", "|---|---|---|---|---|"]
         lines += [f"| {r['streams']} | {r['tokens_per_s']} | {r['itl_p50_ms']} | {r['itl_p99_ms']} | {r['ttft_p50_ms']} |"
                   for r in base["concurrency"]]
@@ -294,7 +303,8 @@ def write(report: dict, out: Path, tag: str) -> None:
         lines += ["", f"Hugging Face transformers {hf['transformers']} generate() ({hf['attn_implementation']}), "
                       f"same weights: batch 1 {hf['b1_ms_per_token']} ms/token, batch 32 {hf['b32_tokens_per_s']} "
                       f"tokens/s. Engine speed-up at batch 1: {report['speedup_b1_vs_hf']}x"
-                      + (f" (baseline: {report['baseline']['speedup_b1_vs_hf']}x)." if "baseline" in report else ".")]
+                      + "".join(f"; {k}: {report[k]['speedup_b1_vs_hf']}x" for k in ("torch_kernels", "baseline")
+                                if k in report) + "."]
     (out / f"serving_{tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -9,8 +9,10 @@ capture the step once as a CUDA graph and replay it. A graph has fixed shapes an
 addresses, so:
 - the batch is padded up to a bucket (1, 2, 4, ..., max_batch); padding rows are free cache rows,
   they write junk at position 0 that the next prefill of that row overwrites;
-- the keys are read up to a fixed kv length bucket (64, 128, ..., max_len) under the per-row mask
-  `key position <= query position`, so a graph serves every mix of row lengths below its bucket;
+- with PyTorch ops (GPTConfig.decode_kernels="torch") the keys are read up to a fixed kv length
+  bucket (64, 128, ..., max_len) under the per-row mask `key position <= query position`, so a graph
+  serves every mix of row lengths below its bucket; 05_gpu's decode kernels (the default on a GPU)
+  stop at each row's own length, read on the device, so one graph per batch bucket serves all;
 - token ids and positions go through a static device buffer (filled by the host, or by the step itself).
 Graphs are captured lazily (the first step of each (batch, kv) bucket) or all at once by warmup().
 
@@ -85,7 +87,10 @@ class GraphDecoder:
         self.n_vocab = n_vocab or model.config.vocab_size
         B, self.max_len = cache.batch_size, cache.max_len
         self.batch_buckets = _buckets(B, 1)
-        self.kv_buckets = _buckets(self.max_len, min(kv_start, self.max_len))
+        # the PyTorch step reads a fixed number of keys under a mask, so graphs are bucketed by kv length;
+        # 05_gpu's decode kernel reads each row's own length on the device: one graph serves them all
+        self.kv_buckets = ([self.max_len] if model.decode_kernels_on(self.device)
+                           else _buckets(self.max_len, min(kv_start, self.max_len)))
         self.staging = torch.zeros(2, B, dtype=torch.long).pin_memory()  # row 0 tokens, row 1 positions
         self.staging_np = self.staging.numpy()
         self.inputs = torch.zeros(2, B, dtype=torch.long, device=self.device)

@@ -235,19 +235,23 @@ class GPT(nn.Module):
             x = block(x, cache=cache, pos=pos, mask=mask)
         return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
 
-    def _use_decode_kernels(self, idx: torch.Tensor) -> bool:
+    def decode_kernels_on(self, device: torch.device | str) -> bool:
+        """Do one-token cache steps on this device run on 05_gpu's kernels (in inference)?"""
         mode = self.config.decode_kernels
         if mode not in ("auto", "torch", "triton"):
             raise ValueError(f"unknown decode_kernels {mode!r}; use auto, torch or triton")
-        if mode == "torch":
+        return mode == "triton" or (mode == "auto" and torch.device(device).type == "cuda")
+
+    def _use_decode_kernels(self, idx: torch.Tensor) -> bool:
+        if not self.decode_kernels_on(idx.device):
             return False
         # the kernels have no backward, and under autocast the unfused path decides the dtypes
         usable = (not torch.is_grad_enabled() and not self.training
                   and not torch.is_autocast_enabled(idx.device.type))
-        if mode == "triton" and not usable:
+        if self.config.decode_kernels == "triton" and not usable:
             raise RuntimeError("decode_kernels='triton' is inference only: use torch.no_grad(), eval() "
                                "and no autocast (or decode_kernels='auto')")
-        return usable and (mode == "triton" or idx.is_cuda)
+        return usable
 
     def _decode_step(self, idx: torch.Tensor, pos: torch.Tensor, kv_cache: KVCache, rows: slice) -> torch.Tensor:
         """forward_at for one new token per row (idx, pos: (B,)) on 05_gpu's decode kernels -> (B, 1, V).
