@@ -83,29 +83,36 @@ def test_add_layer_norm_bf16_within_one_rounding():
                                atol=0.07, rtol=1 / 64)
 
 
-def test_model_decode_step_on_kernels_equals_torch_path():
-    """Rows of different lengths in one cache, several one-token steps: the fused path gives the plain
-    path's logits and writes the same keys and values."""
+def decode_both_ways(cfg: GPTConfig, device: str, dtype: torch.dtype, prompt_lens: tuple, tokens: tuple,
+                     tol: float) -> None:
+    """Prefill rows of different lengths, then one-token steps for all rows, once on PyTorch ops and
+    once on the decode kernels: the logits and every key/value written must agree within tol."""
     torch.manual_seed(0)
-    cfg = GPTConfig(block_size=96, vocab_size=97, n_layer=2, n_head=2, n_embd=32)
-    model = GPT(cfg).eval()
-    prompts = [torch.randint(0, 97, (1, n)) for n in (5, 70, 1)]
+    model = GPT(cfg).to(device, dtype).eval()
+    prompts = [torch.randint(0, cfg.vocab_size, (1, n), device=device) for n in prompt_lens]
     results = {}
     for mode in ("torch", "triton"):
         model.config.decode_kernels = mode
-        cache = model.new_kv_cache(3)
+        cache = model.new_kv_cache(len(prompts))
         with torch.no_grad():
             for r, p in enumerate(prompts):
                 model(p, kv_cache=cache, rows=slice(r, r + 1))
-            steps = [model(torch.tensor([[t], [t + 1], [t + 2]]), kv_cache=cache)[0] for t in (3, 9, 40)]
-        results[mode] = (torch.cat(steps, 1), cache)
+            steps = [model(torch.tensor([[t + r] for r in range(len(prompts))], device=device), kv_cache=cache)[0]
+                     for t in tokens]
+        results[mode] = (torch.cat(steps, 1).float(), cache)
     (a, ca), (b, cb) = results["torch"], results["triton"]
-    assert b.shape == (3, 3, 97)
-    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    assert b.shape == (len(prompts), len(tokens), cfg.vocab_size)
+    torch.testing.assert_close(b, a, atol=tol, rtol=tol)
     assert torch.equal(ca.lengths, cb.lengths)
     for r, n in enumerate(ca.lengths.tolist()):
-        torch.testing.assert_close(cb.k[:, r, :, :n], ca.k[:, r, :, :n], atol=1e-6, rtol=0)
-        torch.testing.assert_close(cb.v[:, r, :, :n], ca.v[:, r, :, :n], atol=1e-6, rtol=0)
+        for x, y in ((cb.k, ca.k), (cb.v, ca.v)):
+            torch.testing.assert_close(x[:, r, :, :n].float(), y[:, r, :, :n].float(), atol=tol, rtol=tol)
+
+
+def test_model_decode_step_on_kernels_equals_torch_path():
+    """fp32 in the interpreter: the fused path gives the plain path's logits and cache writes."""
+    decode_both_ways(GPTConfig(block_size=96, vocab_size=97, n_layer=2, n_head=2, n_embd=32), "cpu",
+                     torch.float32, prompt_lens=(5, 70, 1), tokens=(3, 9, 40), tol=1e-5)
 
 
 def test_decode_kernels_setting_is_checked():
@@ -123,24 +130,6 @@ def test_decode_kernels_setting_is_checked():
 
 @pytest.mark.gpu
 def test_model_decode_step_on_compiled_kernels_matches_torch_path_on_cuda():
-    """bf16 on the GPU (compiled kernels, not the interpreter): GPT-2 small's head layout, rows of
-    different lengths, several steps; the fused step's logits and cache writes match PyTorch's."""
-    torch.manual_seed(0)
-    cfg = GPTConfig(block_size=512, vocab_size=1000, n_layer=2, n_head=12, n_embd=768)
-    model = GPT(cfg).to("cuda", torch.bfloat16).eval()
-    prompts = [torch.randint(0, 1000, (1, n), device="cuda") for n in (5, 70, 300)]
-    results = {}
-    for mode in ("torch", "triton"):
-        model.config.decode_kernels = mode
-        cache = model.new_kv_cache(3)
-        with torch.no_grad():
-            for r, p in enumerate(prompts):
-                model(p, kv_cache=cache, rows=slice(r, r + 1))
-            steps = [model(torch.tensor([[t], [t + 1], [t + 2]], device="cuda"), kv_cache=cache)[0]
-                     for t in (3, 9, 40, 7)]
-        results[mode] = (torch.cat(steps, 1).float(), cache)
-    (a, ca), (b, cb) = results["torch"], results["triton"]
-    torch.testing.assert_close(b, a, atol=3e-2, rtol=3e-2)
-    for r, n in enumerate(ca.lengths.tolist()):
-        torch.testing.assert_close(cb.k[:, r, :, :n].float(), ca.k[:, r, :, :n].float(), atol=3e-2, rtol=3e-2)
-        torch.testing.assert_close(cb.v[:, r, :, :n].float(), ca.v[:, r, :, :n].float(), atol=3e-2, rtol=3e-2)
+    """bf16 on the GPU (compiled kernels, not the interpreter), GPT-2 small's head layout."""
+    decode_both_ways(GPTConfig(block_size=512, vocab_size=1000, n_layer=2, n_head=12, n_embd=768), "cuda",
+                     torch.bfloat16, prompt_lens=(5, 70, 300), tokens=(3, 9, 40, 7), tol=3e-2)
