@@ -2,7 +2,7 @@
 
 Handlers run on the asyncio event loop and never touch the model: they tokenize (in a worker
 thread), submit a Request to the engine and await its events, which the engine thread pushes into
-the request's asyncio.Queue. Everything that can be rejected (validation, context length, a full
+the request's event queue (events.py). Everything that can be rejected (validation, context length, a full
 queue) is rejected before a response starts, so errors always come as a status + JSON, never
 half-way through a stream.
 """
@@ -21,7 +21,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from transformer.chat import render_prompt
 
-from .engine import Done, Engine, EngineClosed, Failed, QueueFull, Request
+from .engine import Engine, EngineClosed, QueueFull
+from .events import Done, Failed, Request
 from .responses import CHAT_STOP_TOKENS, ChatAssembler, Shapes, usage
 from .sampling import SamplingParams
 from .schemas import APIError, ChatRequest, CompletionRequest, GenerateRequest, Sampling

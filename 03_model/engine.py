@@ -26,25 +26,22 @@ step t (copying ids back, text, stop checks, delivery) runs while the GPU comput
 that stops at step t (stop token or string) has one step t+1 token computed for nothing, which is
 dropped: results are matched to sequences, not to rows, and the row is freed as usual.
 
-Results go back to the asyncio side through each request's queue, batched per step with one
-`loop.call_soon_threadsafe` per event loop: the event loop never waits on the model.
+Results go back to the asyncio side through each request's queue, batched per iteration with one
+`loop.call_soon_threadsafe` per event loop (events.py): the event loop never waits on the model.
 """
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
-import queue
 import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass
 
 import torch
 
 from .decode import EagerDecoder, GraphDecoder
-from .sampling import SamplingParams, sample
+from .events import Done, Failed, Outbox, Request, Token
+from .sampling import sample
 from .textstream import TextStream
 
 log = logging.getLogger("model.engine")
@@ -56,42 +53,6 @@ class QueueFull(RuntimeError):
 
 class EngineClosed(RuntimeError):
     """The engine is shutting down and takes no new requests (HTTP 503)."""
-
-
-@dataclass
-class Token:
-    text: str                  # text released by this token (may be "" while a stop string is possible)
-    special: int | None = None  # a special token id (only when specials are not decoded as text)
-
-
-@dataclass
-class Done:
-    finish_reason: str         # "stop" | "length" | "cancelled"
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass
-class Failed:
-    message: str
-
-
-_ids = itertools.count(1)
-
-
-class Request:
-    """One generation. Events (Token..., then Done or Failed) arrive on `events`: an asyncio.Queue
-    when `loop` is given (the server), else a thread-safe queue.SimpleQueue."""
-
-    def __init__(self, prompt: list[int], max_tokens: int, sampling: SamplingParams = SamplingParams(),
-                 stop: list[str] | tuple[str, ...] = (), stop_ids: set[int] | frozenset[int] = frozenset(),
-                 specials_as_text: bool = True, loop=None):
-        self.id = next(_ids)
-        self.prompt, self.max_tokens, self.sampling = list(prompt), max_tokens, sampling
-        self.stop, self.stop_ids, self.specials_as_text = list(stop), frozenset(stop_ids), specials_as_text
-        self.loop = loop
-        self.events = asyncio.Queue() if loop is not None else queue.SimpleQueue()
-        self.cancelled = False
 
 
 class _Seq:
@@ -131,7 +92,7 @@ class Engine:
         self.closing = False
         self.stats = dict(requests=0, completed=0, cancelled=0, failed=0, tokens=0, steps=0, peak_active=0,
                           ran_ahead=0)
-        self._outbox: list[tuple[Request, object]] = []
+        self.outbox = Outbox()
         self.thread = threading.Thread(target=self._run, name="engine", daemon=True)
 
     # ------------------------------------------------------------------ called from other threads
@@ -207,12 +168,12 @@ class Engine:
                 except Exception as e:  # a bug or a device error: fail the batch, keep serving
                     log.error("engine step failed:\n%s", traceback.format_exc())
                     for s in self.slots:
-                        self._emit(s.req, Failed(f"engine error: {e}"))
+                        self.outbox.emit(s.req, Failed(f"engine error: {e}"))
                     self.stats["failed"] += len(self.slots)
                     self.slots.clear()
                     self.cache.reset()
                     self._pending, self._dirty = None, True
-                self._flush()
+                self.outbox.flush()
                 if self.step_delay and self.slots:
                     time.sleep(self.step_delay)
 
@@ -223,7 +184,7 @@ class Engine:
         for req in admit:
             if req.cancelled:
                 self.stats["cancelled"] += 1
-                self._emit(req, Done("cancelled", len(req.prompt), 0))
+                self.outbox.emit(req, Done("cancelled", len(req.prompt), 0))
                 continue
             try:
                 self._prefill(req)
@@ -233,11 +194,12 @@ class Engine:
                     self.slots.pop()
                     self.cache.reset(slice(len(self.slots), len(self.slots) + 1))
                 self.stats["failed"] += 1
-                self._emit(req, Failed(f"prefill failed: {e}"))
+                self.outbox.emit(req, Failed(f"prefill failed: {e}"))
         finished = [i for i, s in enumerate(self.slots) if s.req.cancelled and not s.done]
         for i in finished:
+            seq = self.slots[i]
             self.stats["cancelled"] += 1
-            self._emit(self.slots[i].req, Done("cancelled", len(self.slots[i].req.prompt), self.slots[i].n_out))
+            self.outbox.emit(seq.req, Done("cancelled", len(seq.req.prompt), seq.n_out))
         self._retire(finished)
         if not self.slots:
             return
@@ -305,10 +267,10 @@ class Engine:
             if reason == "length":
                 text += seq.text.close()
         if text or special is not None:
-            self._emit(req, Token(text, special))
+            self.outbox.emit(req, Token(text, special))
         if reason is not None:
             self.stats["completed"] += 1
-            self._emit(req, Done(reason, len(req.prompt), seq.n_out))
+            self.outbox.emit(req, Done(reason, len(req.prompt), seq.n_out))
         return reason is not None
 
     def _retire(self, indices: list[int]) -> None:
@@ -327,25 +289,6 @@ class Engine:
         self.cache.k[:, dst, :, :n].copy_(self.cache.k[:, src, :, :n])
         self.cache.v[:, dst, :, :n].copy_(self.cache.v[:, src, :, :n])
         self.cache.lengths[dst] = n
-
-    # ------------------------------------------------------------------ delivery
-    def _emit(self, req: Request, event) -> None:
-        self._outbox.append((req, event))
-
-    def _flush(self) -> None:
-        """Hand this iteration's events over: one call_soon_threadsafe per event loop."""
-        by_loop: dict = {}
-        for req, event in self._outbox:
-            if req.loop is None:
-                req.events.put(event)
-            else:
-                by_loop.setdefault(req.loop, []).append((req, event))
-        self._outbox = []
-        for loop, items in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_deliver, items)
-            except RuntimeError:  # that event loop is closed: nobody is listening any more
-                pass
 
 
 class _Step:
@@ -367,7 +310,3 @@ class _Step:
             self.event.synchronize()
         return self.host.tolist()
 
-
-def _deliver(items: list[tuple[Request, object]]) -> None:
-    for req, event in items:
-        req.events.put_nowait(event)

@@ -28,6 +28,8 @@ class TextStream:
         """-> (text to send now, special id or None, whether a stop string just completed)."""
         if not self.specials_as_text and token_id in self.specials:
             return self.close(), token_id, False
+        if not self.stop:  # nothing to hold back (held stays ""): the common case, kept cheap
+            return self.decoder.push(token_id), None, False
         self.held += self.decoder.push(token_id)
         text, stopped = self._release(final=False)
         return text, None, stopped

@@ -2,6 +2,7 @@
 state machine on scripted token sequences, cancellation and the bounded queue. CPU, tiny model."""
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from model.engine import Done, Engine, QueueFull, Request, Token
+from model.events import EventQueue
 from model.responses import CHAT_STOP_TOKENS, ChatAssembler
 from model.sampling import SamplingParams, sample
 from model.textstream import TextStream
@@ -100,6 +102,29 @@ def test_stop_token_and_stop_string(tiny, engine):
     assert (text, done.finish_reason) == ("<|thought|>A greeting.<|answer|>Hello! How can I help?", "stop")
     text, done = collect(engine.submit(Request(prompt, 60, GREEDY, stop=["How c", "zzz"])))
     assert (text, done.finish_reason) == ("<|thought|>A greeting.<|answer|>Hello! ", "stop")
+
+
+def test_event_queue_keeps_order_across_cancelled_gets():
+    """The asyncio side of a request: a get() given up (wait_for's timeout, as the non-streaming
+    handlers poll) loses nothing, and events come out in the order they were put."""
+    async def main():
+        q = EventQueue()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(q.get(), 0.01)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.01, lambda: [q.put_nowait(i) for i in range(3)])
+        got = [await asyncio.wait_for(q.get(), 5)]
+        q.put_nowait(3)
+        got += [await q.get() for _ in range(3)]
+        waiter = asyncio.create_task(q.get())  # one consumer waits; its get() is cancelled just
+        await asyncio.sleep(0)                  # after the event that would wake it arrived
+        q.put_nowait(4)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        got.append(await asyncio.wait_for(q.get(), 5))
+        return got
+    assert asyncio.run(main()) == [0, 1, 2, 3, 4]
 
 
 def test_text_stream_holds_back_possible_stop_prefixes(tiny):
