@@ -3,9 +3,9 @@
 A request is a prompt (token ids) plus how to sample and when to stop. The scheduler thread owns
 the model and the cache; nothing else touches them. Each loop iteration:
 
-1. admits waiting requests into free slots: the prompt is prefilled into the slot's cache row
-   (`rows=slice(r, r+1)`; the row starts empty, so attention is a plain causal forward) and the
-   first token is sampled from the prefill's last logits;
+1. admits waiting requests into free slots: their prompts are prefilled into the slots' cache rows,
+   several in one forward (the rows start empty, so attention is a plain causal forward; shorter
+   prompts are right-padded), and each first token is sampled from its prompt's last logits;
 2. drops cancelled sequences (a client went away);
 3. decodes every active sequence together: one token each, one forward for the whole batch;
 4. turns each new token into text (TextStream), checks stop tokens, stop strings and max_tokens,
@@ -67,7 +67,8 @@ class _Seq:
 
 class Engine:
     def __init__(self, model, tok, max_batch: int = 8, max_queue: int = 64,
-                 cuda_graphs: bool | None = None, step_delay: float = 0.0, overlap: bool = True):
+                 cuda_graphs: bool | None = None, step_delay: float = 0.0, overlap: bool = True,
+                 prefill_tokens: int = 2048):
         self.model, self.tok = model.eval(), tok
         self.device = next(model.parameters()).device
         self.block_size = model.config.block_size
@@ -80,6 +81,7 @@ class Engine:
         self.decoder = (GraphDecoder(model, self.cache, n_vocab=self.n_vocab) if use_graphs
                         else EagerDecoder(model, self.cache, n_vocab=self.n_vocab))
         self.overlap = overlap
+        self.prefill_tokens = prefill_tokens  # padded prompt tokens per prefill forward (at least one prompt)
         self._pending: _Step | None = None  # a launched step whose tokens are not processed yet
         self._dirty = True  # rows changed since the last step: the next one takes its inputs from the host
         # at most two launched steps are unread (one in flight, one ahead): two pinned landing buffers
@@ -185,16 +187,20 @@ class Engine:
             if req.cancelled:
                 self.stats["cancelled"] += 1
                 self.outbox.emit(req, Done("cancelled", len(req.prompt), 0))
-                continue
+        for group in self._prefill_groups([r for r in admit if not r.cancelled]):
+            first = len(self.slots)
             try:
-                self._prefill(req)
-            except Exception as e:  # e.g. a device error on this prompt: fail it alone
+                tokens = self._prefill(group)
+            except Exception as e:  # e.g. a device error on these prompts: fail them, keep the others
                 log.error("prefill failed:\n%s", traceback.format_exc())
-                if self.slots and self.slots[-1].req is req:
-                    self.slots.pop()
-                    self.cache.reset(slice(len(self.slots), len(self.slots) + 1))
-                self.stats["failed"] += 1
-                self.outbox.emit(req, Failed(f"prefill failed: {e}"))
+                del self.slots[first:]
+                self.cache.reset(slice(first, first + len(group)))
+                self.stats["failed"] += len(group)
+                for req in group:
+                    self.outbox.emit(req, Failed(f"prefill failed: {e}"))
+                continue
+            done = [self._advance(seq, token) for seq, token in zip(self.slots[first:], tokens)]
+            self._retire([first + i for i, d in enumerate(done) if d])
         finished = [i for i, s in enumerate(self.slots) if s.req.cancelled and not s.done]
         for i in finished:
             seq = self.slots[i]
@@ -241,18 +247,39 @@ class Engine:
         if done:
             self._retire([i for i, s in enumerate(self.slots) if s.done])
 
-    def _prefill(self, req: Request) -> None:
-        row = len(self.slots)
-        rows = slice(row, row + 1)
-        self._dirty = True  # a new row: the next step takes its inputs from the host
+    def _prefill_groups(self, reqs: list[Request]) -> list[list[Request]]:
+        """Admitted requests in prefill batches of at most prefill_tokens padded tokens (a batch
+        computes rows x longest prompt, and returns logits for all of them). One forward per batch
+        instead of one per prompt: on a GPU a prefill is mostly kernel launches, whatever its rows."""
+        groups: list[list[Request]] = []
+        for req in sorted(reqs, key=lambda r: len(r.prompt)):  # similar lengths together: less padding
+            if groups and (len(groups[-1]) + 1) * len(req.prompt) <= self.prefill_tokens:
+                groups[-1].append(req)
+            else:
+                groups.append([req])
+        return groups
+
+    def _prefill(self, reqs: list[Request]) -> list[int]:
+        """Put reqs in the next free rows, prefill their prompts in one forward -> their first tokens.
+
+        Prompts are right-padded to the longest. That changes nothing for the real tokens: under the
+        causal mask they never see the padding after them, and the junk keys/values the padding
+        writes past a row's length are overwritten by that row's next tokens before any query reads
+        them (each row's cache length is set to its own prompt's)."""
+        first = len(self.slots)
+        rows = slice(first, first + len(reqs))
+        self._dirty = True  # new rows: the next step takes its inputs from the host
         self.cache.reset(rows)
-        seq = _Seq(req, self.device, self.tok)
-        self.slots.append(seq)
-        idx = torch.tensor([req.prompt], dtype=torch.long, device=self.device)
+        seqs = [_Seq(req, self.device, self.tok) for req in reqs]
+        self.slots.extend(seqs)
+        lens = [len(req.prompt) for req in reqs]
+        T = max(lens)
+        idx = torch.tensor([req.prompt + [0] * (T - len(req.prompt)) for req in reqs], dtype=torch.long,
+                           device=self.device)
         logits, _ = self.model(idx, kv_cache=self.cache, rows=rows)
-        token = sample(logits[:, -1, :self.n_vocab], [req.sampling], [seq.gen]).item()
-        if self._advance(seq, token):
-            self._retire([row])
+        self.cache.lengths[rows] = torch.tensor(lens)
+        last = logits[list(range(len(reqs))), [n - 1 for n in lens], :self.n_vocab]  # (b, V)
+        return sample(last, [req.sampling for req in reqs], [seq.gen for seq in seqs]).tolist()
 
     def _advance(self, seq: _Seq, token: int) -> bool:
         """Account for one new token of seq; emit its text; True when seq is finished."""

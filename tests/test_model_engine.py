@@ -80,6 +80,37 @@ def test_continuous_batching_equals_sequential(tiny, engine):
     assert (engine.cache.lengths == 0).all()
 
 
+def test_batched_prefill_equals_one_by_one(tiny):
+    """Prompts admitted together are prefilled together (right-padded to the longest, at most
+    prefill_tokens padded tokens per forward): each request gets exactly what it gets prefilled
+    alone, greedy or seeded, also when it ends at its first token."""
+    model, tok = tiny
+    cases = [dict(prompt=p, max_tokens=1 if i % 4 == 0 else 12,
+                  sampling=GREEDY if i % 2 else SamplingParams(temperature=1.0, seed=i))
+             for i, p in enumerate(prompts(tok))]
+    results, prefills = [], []
+    hook = model.register_forward_hook(lambda m, args, out: prefills[-1].append(tuple(args[0].shape)))
+    try:
+        for max_batch, prefill_tokens in ((1, 2048), (len(cases), 2048), (len(cases), 40)):
+            eng = Engine(model, tok, max_batch=max_batch, prefill_tokens=prefill_tokens)
+            reqs = [eng.submit(Request(**c)) for c in cases]  # all wait before the thread starts
+            prefills.append([])
+            eng.start()
+            try:
+                results.append([(text, done.finish_reason, done.completion_tokens)
+                                for text, done in map(collect, reqs)])
+            finally:
+                eng.stop(drain=False, timeout=10)
+    finally:
+        hook.remove()
+    assert results[1] == results[0] and results[2] == results[0]
+    prefills = [[(b, T) for b, T in shapes if T > 1] for shapes in prefills]  # T == 1: decode steps
+    assert len(prefills[0]) == len(cases) and {b for b, _ in prefills[0]} == {1}
+    assert prefills[1] == [(len(cases), max(map(len, (c["prompt"] for c in cases))))]
+    assert len(prefills[2]) > 1 and all(b == 1 or b * T <= 40 for b, T in prefills[2])
+    assert sum(b for b, _ in prefills[2]) == len(cases)
+
+
 def test_seeded_sampling_is_reproducible_in_any_batch(tiny, engine):
     _, tok = tiny
     p = prompts(tok)[3]
