@@ -31,8 +31,13 @@ STATUS_TYPES = {400: "invalid_request_error", 404: "not_found_error", 405: "inva
                 413: "invalid_request_error", 429: "rate_limit_error", 503: "server_error"}
 
 
+# one encoder for every frame: json.dumps(obj, ensure_ascii=False) builds a new one per call
+# (~0.8 us of a ~4 us frame, and a stream sends one frame per token)
+_to_json = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def sse(obj) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+    return f"data: {_to_json(obj)}\n\n"
 
 
 class BodyLimit:
