@@ -183,11 +183,14 @@ class Engine:
         if self._pending is not None and (admit or any(s.req.cancelled for s in self.slots)):
             self._process(self._pending)  # rows are about to change: settle the step in flight first
             self._pending = None
+        live = []  # one look at `cancelled` per request: another thread may set it meanwhile
         for req in admit:
             if req.cancelled:
                 self.stats["cancelled"] += 1
                 self.outbox.emit(req, Done("cancelled", len(req.prompt), 0))
-        for group in self._prefill_groups([r for r in admit if not r.cancelled]):
+            else:
+                live.append(req)
+        for group in self._prefill_groups(live):
             first = len(self.slots)
             try:
                 tokens = self._prefill(group)
