@@ -252,7 +252,7 @@ class Engine:
 
     def _prefill_groups(self, reqs: list[Request]) -> list[list[Request]]:
         """Admitted requests in prefill batches of at most prefill_tokens padded tokens (a batch
-        computes rows x longest prompt, and returns logits for all of them). One forward per batch
+        computes rows x longest prompt positions). One forward per batch
         instead of one per prompt: on a GPU a prefill is mostly kernel launches, whatever its rows."""
         groups: list[list[Request]] = []
         for req in sorted(reqs, key=lambda r: len(r.prompt)):  # similar lengths together: less padding
@@ -263,25 +263,15 @@ class Engine:
         return groups
 
     def _prefill(self, reqs: list[Request]) -> list[int]:
-        """Put reqs in the next free rows, prefill their prompts in one forward -> their first tokens.
-
-        Prompts are right-padded to the longest. That changes nothing for the real tokens: under the
-        causal mask they never see the padding after them, and the junk keys/values the padding
-        writes past a row's length are overwritten by that row's next tokens before any query reads
-        them (each row's cache length is set to its own prompt's)."""
+        """Put reqs in the next free rows, prefill their prompts in one forward -> their first tokens
+        (GPT.prefill: prompts right-padded to the longest, each row's length set to its own prompt's)."""
         first = len(self.slots)
         rows = slice(first, first + len(reqs))
         self._dirty = True  # new rows: the next step takes its inputs from the host
         self.cache.reset(rows)
         seqs = [_Seq(req, self.device, self.tok) for req in reqs]
         self.slots.extend(seqs)
-        lens = [len(req.prompt) for req in reqs]
-        T = max(lens)
-        idx = torch.tensor([req.prompt + [0] * (T - len(req.prompt)) for req in reqs], dtype=torch.long,
-                           device=self.device)
-        logits, _ = self.model(idx, kv_cache=self.cache, rows=rows)
-        self.cache.lengths[rows] = torch.tensor(lens)
-        last = logits[list(range(len(reqs))), [n - 1 for n in lens], :self.n_vocab]  # (b, V)
+        last = self.model.prefill([req.prompt for req in reqs], self.cache, first)[:, :self.n_vocab]  # (b, V)
         return sample(last, [req.sampling for req in reqs], [seq.gen for seq in seqs]).tolist()
 
     def _advance(self, seq: _Seq, token: int) -> bool:

@@ -208,13 +208,17 @@ class GPT(nn.Module):
             idx[i, :len(p)] = torch.as_tensor(p, dtype=torch.long)
         dev = kv_cache.k.device
         pos = torch.arange(T, device=dev)[None, :].expand(k, T)
-        logits = self.forward_at(idx.to(dev, non_blocking=True), pos, kv_cache, rows, kv_len=T, fresh=True)
+        logits = self.forward_at(idx.to(dev, non_blocking=True), pos, kv_cache, rows, kv_len=T, fresh=True,
+                                 only_at=(lens - 1).to(dev, non_blocking=True))
         kv_cache.lengths[rows] = lens
-        return logits[torch.arange(k, device=dev), (lens - 1).to(dev)]  # (k, V)
+        return logits  # (k, V)
 
     def forward_at(self, idx: torch.Tensor, pos: torch.Tensor, kv_cache: KVCache | None = None,
-                   rows: slice | None = None, kv_len: int = 0, fresh: bool = False) -> torch.Tensor:
-        """The forward pass at explicit positions pos (B, T) on idx's device -> logits (B, T, V).
+                   rows: slice | None = None, kv_len: int = 0, fresh: bool = False,
+                   only_at: torch.Tensor | None = None) -> torch.Tensor:
+        """The forward pass at explicit positions pos (B, T) on idx's device -> logits (B, T, V), or
+        with only_at (B,) the logits of one position per row (B, V) (a prefill needs only the last
+        prompt token's: at GPT-2's vocabulary the full logits of a 2048-token prefill are 200 MB).
 
         With kv_cache, the new keys/values go into cache rows `rows` at `pos`, and each query attends
         to the first kv_len cache positions under the mask `key position <= query position` (fresh:
@@ -233,7 +237,9 @@ class GPT(nn.Module):
         for i, block in enumerate(self.transformer.h):
             cache = kv_cache.layer(i, rows if rows is not None else slice(None)) if kv_cache is not None else None
             x = block(x, cache=cache, pos=pos, mask=mask)
-        return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
+        if only_at is not None:
+            x = x[torch.arange(x.size(0), device=x.device), only_at]  # (B, C)
+        return self.lm_head(self.transformer.ln_f(x))  # (B, T, V) or (B, V)
 
     def decode_kernels_on(self, device: torch.device | str) -> bool:
         """Do one-token cache steps on this device run on 05_gpu's kernels (in inference)?"""
