@@ -1,6 +1,6 @@
 """DDP scaling: the same training run on 1 process and on N (torchrun), same global batch.
 
-    python -m train.bench_ddp --nproc 2 --out reports/pretrain_ddp_h100x2.json   # N GPUs, NCCL
+    python -m train.bench_ddp --nproc 2 --out reports/pretrain_ddp_h200x2.json   # N GPUs, NCCL
     python -m train.bench_ddp --quick --nproc 2                                   # CPU, gloo: code path only
 
 Each run is `torchrun -m train.pretrain` on random tokens (train.bench's shards) with the gpt2-124m
