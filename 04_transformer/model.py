@@ -34,7 +34,7 @@ class GPTConfig:
     loss_backend: str = "auto"  # "torch" | "triton" (05_gpu's fused kernel) | "auto": triton on CUDA
     bf16_residual: bool = True  # under bf16 autocast, keep the residual stream in bf16 too (as Megatron does)
     decode_kernels: str = "auto"  # one-token KV-cache steps: "torch" | "triton" (05_gpu's fused kernels) |
-                                  # "auto": triton on CUDA when no gradient is needed (see _decode_step)
+                                  # "auto": triton on CUDA when no gradient is needed (fused_decode.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -226,7 +226,8 @@ class GPT(nn.Module):
         Nothing here reads or updates `cache.lengths` and no shape depends on data, so a fixed
         (pos buffer, kv_len) step can be captured as a CUDA graph (03_model does)."""
         if kv_cache is not None and not fresh and idx.size(1) == 1 and self._use_decode_kernels(idx):
-            return self._decode_step(idx[:, 0], pos[:, 0], kv_cache, rows if rows is not None else slice(None))
+            from .fused_decode import decode_step  # the kernels are a lower layer: imported only when used
+            return decode_step(self, idx[:, 0], pos[:, 0], kv_cache, rows if rows is not None else slice(None))
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         if self.config.bf16_residual and torch.is_autocast_enabled(x.device.type):
             # embeddings are fp32 parameters, so without this the whole residual stream (and its
@@ -258,24 +259,6 @@ class GPT(nn.Module):
             raise RuntimeError("decode_kernels='triton' is inference only: use torch.no_grad(), eval() "
                                "and no autocast (or decode_kernels='auto')")
         return usable
-
-    def _decode_step(self, idx: torch.Tensor, pos: torch.Tensor, kv_cache: KVCache, rows: slice) -> torch.Tensor:
-        """forward_at for one new token per row (idx, pos: (B,)) on 05_gpu's decode kernels -> (B, 1, V).
-        The same math as the blocks, regrouped for fewer kernels (a decode step is launch-bound): each
-        layer's cache write and attention is one kernel, and every residual add is fused with the
-        LayerNorm that reads its result, so the loop carries x and its normalised copy h."""
-        from gpu.decode_attention import decode_attention  # lower layer; imported only when used
-        from gpu.layer_norm import add_layer_norm
-        blocks = self.transformer.h
-        norms = [block.ln_1 for block in blocks] + [self.transformer.ln_f]  # the norm after each add
-        ln = lambda x, r, norm: add_layer_norm(x, r, norm.weight, norm.bias, norm.eps)
-        x, h = ln(self.transformer.wte(idx), self.transformer.wpe(pos), norms[0])  # (B, C) each
-        for i, block in enumerate(blocks):
-            k, v = kv_cache.layer(i, rows)
-            y = decode_attention(block.attn.c_attn(h), k, v, pos, self.config.n_head)  # (B, C)
-            x, h = ln(x, block.attn.c_proj(y), block.ln_2)
-            x, h = ln(x, block.mlp(h), norms[i + 1])
-        return self.lm_head(h)[:, None, :]
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None, device=None, dtype=None) -> KVCache:
         cfg = self.config

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from gpu.decode_attention import decode_attention
 from gpu.layer_norm import add_layer_norm
+from gpu.small_linear import MAX_ROWS, small_linear
 from transformer import GPT, GPTConfig
 
 
@@ -109,10 +110,51 @@ def decode_both_ways(cfg: GPTConfig, device: str, dtype: torch.dtype, prompt_len
             torch.testing.assert_close(x[:, r, :, :n].float(), y[:, r, :, :n].float(), atol=tol, rtol=tol)
 
 
-def test_model_decode_step_on_kernels_equals_torch_path():
-    """fp32 in the interpreter: the fused path gives the plain path's logits and cache writes."""
-    decode_both_ways(GPTConfig(block_size=96, vocab_size=97, n_layer=2, n_head=2, n_embd=32), "cpu",
-                     torch.float32, prompt_lens=(5, 70, 1), tokens=(3, 9, 40), tol=1e-5)
+@pytest.mark.parametrize("prompt_lens", [(5, 70, 1), (5, 70, 1, 9, 2, 33, 12, 64, 3, 20)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_model_decode_step_on_kernels_equals_torch_path(prompt_lens, bias):
+    """fp32 in the interpreter: the fused path gives the plain path's logits and cache writes, with
+    small_linear (3 rows) and with cuBLAS + add_layer_norm (10 rows > MAX_ROWS)."""
+    decode_both_ways(GPTConfig(block_size=96, vocab_size=97, n_layer=2, n_head=2, n_embd=32, bias=bias), "cpu",
+                     torch.float32, prompt_lens=prompt_lens, tokens=(3, 9, 40), tol=1e-5)
+
+
+@pytest.mark.parametrize("B, K, N", [(1, 96, 200), (3, 64, 33), (MAX_ROWS, 300, 70)])
+@pytest.mark.parametrize("norm, norm_bias, gelu, residual, bias",
+                         [(True, True, True, False, True), (False, False, False, True, True),
+                          (True, False, False, False, False), (False, False, False, False, False)])
+def test_small_linear_matches_torch(B, K, N, norm, norm_bias, gelu, residual, bias):
+    torch.manual_seed(B * K + N)
+    x, w = torch.randn(B, K), torch.randn(N, K) * 0.1
+    b, g, beta, r = torch.randn(N), torch.randn(K), torch.randn(K), torch.randn(B, N)
+    ref = F.layer_norm(x, (K,), g, beta if norm_bias else None) if norm else x
+    ref = F.linear(ref, w, b if bias else None)
+    ref = F.gelu(ref, approximate="tanh") if gelu else ref
+    ref = ref + r if residual else ref
+    y = small_linear(x, w, b if bias else None, norm=(g, beta if norm_bias else None, 1e-5) if norm else None,
+                     gelu=gelu, residual=r if residual else None)
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_small_linear_bf16_and_strided_input():
+    """bf16 weights: the output is bf16 and within bf16 rounding of the fp32 computation; a strided x
+    (a column slice) is read correctly."""
+    torch.manual_seed(0)
+    big = torch.randn(4, 2 * 64)
+    x, w, b = big[:, 64:], torch.randn(48, 64) * 0.1, torch.randn(48)
+    y = small_linear(x.bfloat16(), w.bfloat16(), b.bfloat16())
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), F.linear(x, w, b), atol=0.05, rtol=0.02)
+
+
+def test_small_linear_rejects_bad_input():
+    w = torch.zeros(8, 16)
+    with pytest.raises(ValueError, match="1 to"):
+        small_linear(torch.zeros(MAX_ROWS + 1, 16), w)
+    with pytest.raises(ValueError, match="need x"):
+        small_linear(torch.zeros(2, 15), w)
+    with pytest.raises(ValueError, match="residual must be"):
+        small_linear(torch.zeros(2, 16), w, residual=torch.zeros(2, 9))
 
 
 def test_decode_kernels_setting_is_checked():
@@ -129,7 +171,9 @@ def test_decode_kernels_setting_is_checked():
 
 
 @pytest.mark.gpu
-def test_model_decode_step_on_compiled_kernels_matches_torch_path_on_cuda():
-    """bf16 on the GPU (compiled kernels, not the interpreter), GPT-2 small's head layout."""
+@pytest.mark.parametrize("prompt_lens", [(5, 70, 300), (5, 70, 300, 1, 2, 3, 4, 5, 6, 7)])
+def test_model_decode_step_on_compiled_kernels_matches_torch_path_on_cuda(prompt_lens):
+    """bf16 on the GPU (compiled kernels, not the interpreter), GPT-2 small's head layout; 3 rows
+    (small_linear) and 10 (cuBLAS + add_layer_norm)."""
     decode_both_ways(GPTConfig(block_size=512, vocab_size=1000, n_layer=2, n_head=12, n_embd=768), "cuda",
-                     torch.bfloat16, prompt_lens=(5, 70, 300), tokens=(3, 9, 40, 7), tol=3e-2)
+                     torch.bfloat16, prompt_lens=prompt_lens, tokens=(3, 9, 40, 7), tol=3e-2)

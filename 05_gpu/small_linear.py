@@ -1,0 +1,131 @@
+"""A linear layer for a few rows (decoding), with the LayerNorm before it and the GELU or the residual
+add after it fused in: one kernel per matmul of a decode step.
+
+    y = small_linear(x, weight, bias, norm=(g, b, eps), gelu=False, residual=None)
+        x (B, K), weight (N, K) as nn.Linear keeps it, bias (N,) or None  ->  y (B, N)
+        y = [residual +] [gelu](LayerNorm(x) @ weight.T + bias)
+
+Why: at batch 1 a decode step of GPT-2 small reads 250 MB of weights and does almost no math, so it
+should take ~75 us at the H100's 3.35 TB/s. With cuBLAS it took ~400 us of kernels: each of the 49
+matmuls is a few microseconds of launch and ramp-up, runs on too few blocks for a (1 x 768) @ (768 x
+2304) product to reach the memory system's speed, and needs neighbours (LayerNorm, GELU, residual
+add) that are kernels of their own. Here one program computes BLOCK_N outputs for all B rows:
+
+- it streams its BLOCK_N weight rows (contiguous in K) once, whatever B is, in BLOCK_K chunks;
+- the LayerNorm of x is recomputed by every program (x is a few KB and stays in cache): a pass for
+  the mean, one for the variance, then x is normalised chunk by chunk as the weights stream by;
+- bias, GELU (tanh form) and the residual add are applied to the accumulator before the one store.
+
+Rounding follows the unfused bf16 model: the normalised x, the matmul output and the GELU output are
+rounded to the weights' dtype where the PyTorch path would store them, so both paths agree to bf16
+precision. Accumulation is fp32. Inference only (no backward); for more than a few rows cuBLAS's
+matmuls win (they read the weights once per tile of rows, not once per row block of ours).
+"""
+import torch
+
+from gpu.triton_util import check_device
+
+import triton  # noqa: E402  (after triton_util, which picks interpreter vs GPU)
+import triton.language as tl  # noqa: E402
+
+MAX_ROWS = 4  # rows per call; for more, cuBLAS reads each weight once for many rows and wins
+
+
+@triton.jit
+def _round(x, dtype: tl.constexpr):
+    """x rounded to dtype and back to fp32: what storing it in dtype and reading it back gives."""
+    return x.to(dtype).to(tl.float32)
+
+
+@triton.jit
+def _small_linear_kernel(X, W, BIAS, G, BETA, RES, Y, B, N, K, stride_x, stride_w, stride_r, stride_y, eps,
+                         HAS_BIAS: tl.constexpr, HAS_NORM: tl.constexpr, HAS_NORM_BIAS: tl.constexpr,
+                         GELU: tl.constexpr,
+                         HAS_RES: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+                         BLOCK_K: tl.constexpr):
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = tl.arange(0, BLOCK_B)
+    n_ok, row_ok = n < N, rows < B
+    dtype: tl.constexpr = W.dtype.element_ty
+    x_rows = X + rows[:, None] * stride_x
+    if HAS_NORM:  # mean and variance of each row of x (two passes: exact in fp32)
+        total = tl.zeros([BLOCK_B], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            total += tl.sum(tl.load(x_rows + k[None, :], mask=row_ok[:, None] & (k < K)[None, :],
+                                    other=0.0).to(tl.float32), axis=1)
+        mean = total / K
+        sq = tl.zeros([BLOCK_B], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            ok = row_ok[:, None] & (k < K)[None, :]
+            d = tl.load(x_rows + k[None, :], mask=ok, other=0.0).to(tl.float32) - mean[:, None]
+            sq += tl.sum(tl.where(ok, d * d, 0.0), axis=1)
+        rstd = 1.0 / tl.sqrt(sq / K + eps)
+    acc = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        k_ok = k < K
+        x = tl.load(x_rows + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+        if HAS_NORM:
+            g = tl.load(G + k, mask=k_ok, other=0.0).to(tl.float32)
+            x = (x - mean[:, None]) * rstd[:, None] * g[None, :]
+            if HAS_NORM_BIAS:
+                x += tl.load(BETA + k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+            x = _round(x, dtype)  # the LayerNorm's output, as the unfused model stores it
+        w = tl.load(W + n[:, None] * stride_w + k[None, :], mask=n_ok[:, None] & k_ok[None, :],
+                    other=0.0).to(tl.float32)  # (BLOCK_N, BLOCK_K)
+        acc += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
+    if HAS_BIAS:
+        acc += tl.load(BIAS + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    acc = _round(acc, dtype)  # the matmul's output, as the unfused model stores it
+    if GELU:  # tanh approximation, as GPT-2; tanh(u) = 2 sigmoid(2u) - 1
+        u = 0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)
+        acc = _round(0.5 * acc * (1.0 + (2.0 * tl.sigmoid(2.0 * u) - 1.0)), dtype)
+    out_ok = row_ok[:, None] & n_ok[None, :]
+    if HAS_RES:
+        acc += tl.load(RES + rows[:, None] * stride_r + n[None, :], mask=out_ok, other=0.0).to(tl.float32)
+    tl.store(Y + rows[:, None] * stride_y + n[None, :], acc.to(Y.dtype.element_ty), mask=out_ok)
+
+
+def _config(B: int, K: int) -> tuple[int, int, int, int]:
+    """(BLOCK_B, BLOCK_N, BLOCK_K, num_warps): few outputs per program (many programs keep every SM
+    loading) and long K chunks, at most 8192 products in registers per iteration. Picked by a sweep
+    on the H100 at GPT-2 small's shapes, B = 1 and 4 (03_model/README.md)."""
+    block_b = triton.next_power_of_2(B)
+    return block_b, 4 if block_b <= 2 else 2, min(1024, triton.next_power_of_2(K)), 2
+
+
+def small_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                 norm: tuple[torch.Tensor, torch.Tensor | None, float] | None = None, gelu: bool = False,
+                 residual: torch.Tensor | None = None) -> torch.Tensor:
+    """[residual +] [gelu](layer_norm(x) @ weight.T + bias) for x (B, K) with B <= MAX_ROWS -> (B, N) in
+    weight's dtype. norm = (gamma, beta or None, eps) of the LayerNorm applied to x first."""
+    if x.dim() != 2 or weight.dim() != 2 or x.size(1) != weight.size(1):
+        raise ValueError(f"need x (B, K) and weight (N, K), got {tuple(x.shape)} and {tuple(weight.shape)}")
+    B, K = x.shape
+    N = weight.size(0)
+    if not 0 < B <= MAX_ROWS:
+        raise ValueError(f"small_linear takes 1 to {MAX_ROWS} rows, got {B}: use a matmul for more")
+    if bias is not None and bias.shape != (N,):
+        raise ValueError(f"bias must be ({N},), got {tuple(bias.shape)}")
+    if residual is not None and residual.shape != (B, N):
+        raise ValueError(f"residual must be ({B}, {N}), got {tuple(residual.shape)}")
+    g, beta, eps = norm if norm is not None else (None, None, 0.0)
+    if g is not None and (g.shape != (K,) or (beta is not None and beta.shape != (K,))):
+        raise ValueError(f"the norm's weight and bias must be ({K},)")
+    tensors = [t for t in (x, weight, bias, g, beta, residual) if t is not None]
+    check_device(*tensors)
+    x, weight = (t if t.stride(1) == 1 else t.contiguous() for t in (x, weight))
+    if residual is not None and residual.stride(1) != 1:
+        residual = residual.contiguous()
+    y = torch.empty(B, N, device=x.device, dtype=weight.dtype)
+    BLOCK_B, BLOCK_N, BLOCK_K, warps = _config(B, K)
+    dummy = weight  # stands in for absent optional tensors (never read: the flags are off)
+    _small_linear_kernel[(triton.cdiv(N, BLOCK_N),)](
+        x, weight, bias if bias is not None else dummy, g if g is not None else dummy,
+        beta if beta is not None else dummy, residual if residual is not None else dummy, y,
+        B, N, K, x.stride(0), weight.stride(0), residual.stride(0) if residual is not None else 0, y.stride(0),
+        eps, HAS_BIAS=bias is not None, HAS_NORM=g is not None, HAS_NORM_BIAS=beta is not None,
+        GELU=gelu, HAS_RES=residual is not None, BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=warps)
+    return y
