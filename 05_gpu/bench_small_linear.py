@@ -1,0 +1,98 @@
+"""small_linear against cuBLAS at GPT-2 small's decode shapes, and the sweep that picked its config.
+
+    python -m gpu.bench_small_linear --out reports/small_linear_h100.json     # on a CUDA machine
+
+For each matmul of a decode step (qkv with its LayerNorm, attention proj + residual, fc with LayerNorm
+and GELU, MLP proj + residual) and B = 1, 2, 4 rows, times (CUDA-graph replays, triton's
+do_bench_cudagraph) PyTorch's unfused ops (cuBLAS matmul + LayerNorm / GELU / add kernels), our kernel
+with the config small_linear picks, and every config of a small grid; prints them and writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gpu.small_linear import _config, _small_linear_kernel, small_linear
+
+import triton  # noqa: E402  (after gpu, which picks interpreter vs GPU)
+from triton.testing import do_bench_cudagraph  # noqa: E402
+
+SHAPES = {"qkv": (2304, 768, "norm"), "proj": (768, 768, "res"), "fc": (3072, 768, "norm_gelu"),
+          "proj2": (768, 3072, "res")}  # (N, K, what is fused) at n_embd = 768
+GRID = list(itertools.product((1, 2, 4, 8), (256, 512, 1024), (2, 4)))  # BLOCK_N, BLOCK_K, num_warps
+
+
+def us(fn) -> float:
+    return do_bench_cudagraph(fn) * 1e3
+
+
+def bench_shape(B: int, N: int, K: int, kind: str) -> dict:
+    dev, dt = "cuda", torch.bfloat16
+    x, w = torch.randn(B, K, device=dev, dtype=dt), torch.randn(N, K, device=dev, dtype=dt) * 0.02
+    b, r = torch.randn(N, device=dev, dtype=dt), torch.randn(B, N, device=dev, dtype=dt)
+    g, beta = torch.ones(K, device=dev, dtype=dt), torch.zeros(K, device=dev, dtype=dt)
+    norm = (g, beta, 1e-5) if "norm" in kind else None
+    gelu, res = "gelu" in kind, (r if kind == "res" else None)
+
+    def torch_ops():
+        h = F.layer_norm(x, (K,), g, beta) if norm else x
+        y = F.linear(h, w, b)
+        y = F.gelu(y, approximate="tanh") if gelu else y
+        return y + r if res is not None else y
+    ours = lambda: small_linear(x, w, b, norm=norm, gelu=gelu, residual=res)
+    err = (ours().float() - torch_ops().float()).abs().max().item()
+    out = torch.empty(B, N, device=dev, dtype=dt)
+    block_b = triton.next_power_of_2(B)
+    grid = {}
+    for bn, bk, warps in GRID:
+        if block_b * bn * bk > 8192:  # register budget
+            continue
+        run = lambda: _small_linear_kernel[(triton.cdiv(N, bn),)](
+            x, w, b, g, beta, r, out, B, N, K, x.stride(0), w.stride(0), r.stride(0), out.stride(0), 1e-5,
+            HAS_BIAS=True, HAS_NORM=norm is not None, HAS_NORM_BIAS=norm is not None, GELU=gelu,
+            HAS_RES=res is not None, BLOCK_B=block_b, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
+        grid[f"{bn},{bk},{warps}"] = round(us(run), 2)
+    best = min(grid, key=grid.get)
+    return {"B": B, "N": N, "K": K, "fused": kind, "torch_ops_us": round(us(torch_ops), 2),
+            "ours_us": round(us(ours), 2), "ours_config": list(_config(B, K)), "max_abs_err_vs_torch": err,
+            "best_grid_us": grid[best], "best_grid_config": best, "grid_us": grid}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m gpu.bench_small_linear", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="reports/small_linear_h100.json", help="JSON report path")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("error: this benchmark needs a CUDA GPU")
+    torch.manual_seed(0)
+    rows = []
+    for B in (1, 2, 4):
+        for name, (N, K, kind) in SHAPES.items():
+            r = {"name": name, **bench_shape(B, N, K, kind)}
+            rows.append(r)
+            print(f"B={B} {name:5s} {N}x{K} ({kind}): torch ops {r['torch_ops_us']:5.1f} us | ours "
+                  f"{r['ours_us']:5.1f} us {tuple(r['ours_config'])} | best of grid {r['best_grid_us']:5.1f} us "
+                  f"({r['best_grid_config']}) | err {r['max_abs_err_vs_torch']:.2g}", flush=True)
+    per_layer = {B: {k: round(sum(r[k] for r in rows if r["B"] == B), 1) for k in ("torch_ops_us", "ours_us")}
+                 for B in (1, 2, 4)}
+    for B, t in per_layer.items():
+        print(f"B={B}: one layer's four matmuls with their neighbours: torch ops {t['torch_ops_us']} us, "
+              f"ours {t['ours_us']} us ({t['torch_ops_us'] / t['ours_us']:.2f}x)", flush=True)
+    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+              "dtype": "bfloat16", "timing": "triton.testing.do_bench_cudagraph (CUDA-graph replays), us",
+              "rows": rows, "per_layer": per_layer,
+              "command": "python -m gpu.bench_small_linear " + " ".join(argv if argv is not None else sys.argv[1:])}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
