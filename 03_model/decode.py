@@ -145,10 +145,10 @@ class GraphDecoder:
         writes the next step's inputs (ids, positions + 1) into the buffer, so step(None) needs no
         host input."""
         idx, pos = self.inputs[0, :b, None], self.inputs[1, :b, None]  # (b, 1) each
+        from gpu.greedy import greedy_next  # CUDA only; runs when a graph is captured, not per step
         logits = self.model.forward_at(idx, pos, self.cache, slice(0, b), kv_len=S)[:, -1, :]
-        ids = logits[:, :self.n_vocab].argmax(dim=-1)
-        self.inputs[0, :b].copy_(ids)
-        self.inputs[1, :b].add_(1).clamp_(max=self.max_len - 1)  # padding rows stay in range
+        # argmax ids, and ids / positions + 1 (capped: padding rows stay in range) into the buffer
+        ids = greedy_next(logits, self.n_vocab, self.inputs[:, :b], self.max_len - 1)
         return logits, ids
 
     def _capture(self, b: int, S: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:

@@ -12,8 +12,8 @@ and needs neighbours (LayerNorm, GELU, residual add) that are kernels of their o
 computes BLOCK_N outputs for all B rows:
 
 - it streams its BLOCK_N weight rows (contiguous in K) once, whatever B is, in BLOCK_K chunks;
-- the LayerNorm of x is recomputed by every program (x is a few KB and stays in cache): a pass for
-  the mean, one for the variance, then x is normalised chunk by chunk as the weights stream by;
+- the LayerNorm of x is recomputed by every program (x is a few KB and stays in cache), on the whole
+  row in registers, while the program's weights are on their way;
 - bias, GELU (tanh form) and the residual add are applied to the accumulator before the one store.
 
 Rounding follows the unfused bf16 model: the normalised x, the matmul output and the GELU output are
@@ -30,6 +30,7 @@ import triton  # noqa: E402  (after triton_util, which picks interpreter vs GPU)
 import triton.language as tl  # noqa: E402
 
 MAX_ROWS = 4  # rows per call; for more, cuBLAS reads each weight once for many rows and wins
+MAX_NORM_K = 4096  # a fused LayerNorm holds the whole row in registers
 
 
 @triton.jit
@@ -49,34 +50,29 @@ def _small_linear_kernel(X, W, BIAS, G, BETA, RES, Y, B, N, K, stride_x, stride_
     n_ok, row_ok = n < N, rows < B
     dtype: tl.constexpr = W.dtype.element_ty
     x_rows = X + rows[:, None] * stride_x
-    if HAS_NORM:  # mean and variance of each row of x (two passes: exact in fp32)
-        total = tl.zeros([BLOCK_B], tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            k = k0 + tl.arange(0, BLOCK_K)
-            total += tl.sum(tl.load(x_rows + k[None, :], mask=row_ok[:, None] & (k < K)[None, :],
-                                    other=0.0).to(tl.float32), axis=1)
-        mean = total / K
-        sq = tl.zeros([BLOCK_B], tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            k = k0 + tl.arange(0, BLOCK_K)
-            ok = row_ok[:, None] & (k < K)[None, :]
-            d = tl.load(x_rows + k[None, :], mask=ok, other=0.0).to(tl.float32) - mean[:, None]
-            sq += tl.sum(tl.where(ok, d * d, 0.0), axis=1)
-        rstd = 1.0 / tl.sqrt(sq / K + eps)
-    acc = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
+    w_rows = W + n[:, None] * stride_w
+    if HAS_NORM:  # the whole row is one chunk (BLOCK_K >= K): normalise it in registers
+        k = tl.arange(0, BLOCK_K)
         k_ok = k < K
-        x = tl.load(x_rows + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
-        if HAS_NORM:
-            g = tl.load(G + k, mask=k_ok, other=0.0).to(tl.float32)
-            x = (x - mean[:, None]) * rstd[:, None] * g[None, :]
-            if HAS_NORM_BIAS:
-                x += tl.load(BETA + k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-            x = _round(x, dtype)  # the LayerNorm's output, as the unfused model stores it
-        w = tl.load(W + n[:, None] * stride_w + k[None, :], mask=n_ok[:, None] & k_ok[None, :],
-                    other=0.0).to(tl.float32)  # (BLOCK_N, BLOCK_K)
-        acc += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
+        # the weights first: their load is the long wait, and the norm's arithmetic can hide under it
+        w = tl.load(w_rows + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+        ok = row_ok[:, None] & k_ok[None, :]
+        x = tl.load(x_rows + k[None, :], mask=ok, other=0.0).to(tl.float32)
+        d = tl.where(ok, x - (tl.sum(x, axis=1) / K)[:, None], 0.0)  # two-pass variance, exact in fp32
+        x = d * (1.0 / tl.sqrt(tl.sum(d * d, axis=1) / K + eps))[:, None]
+        x *= tl.load(G + k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+        if HAS_NORM_BIAS:
+            x += tl.load(BETA + k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+        x = _round(x, dtype)  # the LayerNorm's output, as the unfused model stores it
+        acc = tl.sum(x[:, None, :] * w[None, :, :], axis=2)  # (BLOCK_B, BLOCK_N)
+    else:
+        acc = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            k_ok = k < K
+            w = tl.load(w_rows + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+            x = tl.load(x_rows + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+            acc += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
     if HAS_BIAS:
         acc += tl.load(BIAS + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     acc = _round(acc, dtype)  # the matmul's output, as the unfused model stores it
@@ -122,6 +118,10 @@ def small_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         residual = residual.contiguous()
     y = torch.empty(B, N, device=x.device, dtype=weight.dtype)
     BLOCK_B, BLOCK_N, BLOCK_K, warps = _config(B, K)
+    if g is not None:  # the LayerNorm needs the whole row in one chunk
+        if K > MAX_NORM_K:
+            raise ValueError(f"a fused LayerNorm needs K <= {MAX_NORM_K}, got {K}")
+        BLOCK_K = triton.next_power_of_2(K)
     dummy = weight  # stands in for absent optional tensors (never read: the flags are off)
     _small_linear_kernel[(triton.cdiv(N, BLOCK_N),)](
         x, weight, bias if bias is not None else dummy, g if g is not None else dummy,

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from gpu.decode_attention import decode_attention
+from gpu.greedy import SPLITS, greedy_next
 from gpu.layer_norm import add_layer_norm
 from gpu.small_linear import MAX_ROWS, small_linear
 from transformer import GPT, GPTConfig
@@ -147,6 +148,26 @@ def test_small_linear_bf16_and_strided_input():
     torch.testing.assert_close(y.float(), F.linear(x, w, b), atol=0.05, rtol=0.02)
 
 
+def test_greedy_next_is_torch_argmax_and_advances_the_inputs():
+    """Ties pick the first index (as torch.argmax); only the first n_vocab columns count; a row
+    shorter than SPLITS columns and a row of -inf work; inputs get the ids and positions + 1, capped."""
+    torch.manual_seed(0)
+    V, n_vocab = 3000, 2990
+    logits = torch.randn(5, V).bfloat16()  # bf16: many exact ties
+    logits[1, 2995] = 100.0  # padding column: must not win
+    logits[2, [7, 2000]] = 50.0  # a tie across splits
+    logits[3] = float("-inf")
+    inputs = torch.tensor([[0] * 6, [3, 10, 99, 0, 98, 42]])
+    ids = greedy_next(logits, n_vocab, inputs[:, :5], max_pos=99)
+    assert ids.tolist() == logits[:, :n_vocab].float().argmax(-1).tolist() and ids[2] == 7 and ids[3] == 0
+    assert inputs[0, :5].tolist() == ids.tolist() and inputs[0, 5] == 0  # the 6th column is not ours
+    assert inputs[1].tolist() == [4, 11, 99, 1, 99, 42]
+    small = torch.tensor([[1.0, 3.0, 3.0, 2.0]])  # fewer columns than SPLITS
+    assert SPLITS > 4 and greedy_next(small, 4).tolist() == [1]
+    with pytest.raises(ValueError, match="n_vocab"):
+        greedy_next(small, 5)
+
+
 def test_small_linear_rejects_bad_input():
     w = torch.zeros(8, 16)
     with pytest.raises(ValueError, match="1 to"):
@@ -155,6 +176,9 @@ def test_small_linear_rejects_bad_input():
         small_linear(torch.zeros(2, 15), w)
     with pytest.raises(ValueError, match="residual must be"):
         small_linear(torch.zeros(2, 16), w, residual=torch.zeros(2, 9))
+    big = torch.zeros(8, 8192)
+    with pytest.raises(ValueError, match="fused LayerNorm needs K"):
+        small_linear(torch.zeros(1, 8192), big, norm=(torch.ones(8192), None, 1e-5))
 
 
 def test_decode_kernels_setting_is_checked():
