@@ -26,7 +26,7 @@ written cache gives.
 """
 import torch
 
-from gpu.triton_util import check_device
+from gpu.triton_util import PDL_LAUNCH, check_device, release_dependents, wait_for_inputs
 
 import triton  # noqa: E402  (after triton_util, which picks interpreter vs GPU)
 import triton.language as tl  # noqa: E402
@@ -38,9 +38,11 @@ BLOCK_T = 64  # cached keys per loop iteration
 def _decode_kernel(QKV, K, V, POS, Y, stride_qkv, stride_kb, stride_kh, stride_kt,
                    stride_vb, stride_vh, stride_vt, stride_y, C, sm_scale,
                    D: tl.constexpr, BLOCK: tl.constexpr):
+    release_dependents()  # the next kernel may start loading its weights now (under PDL)
     b = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
     d = tl.arange(0, D)
+    wait_for_inputs()  # qkv comes from the kernel before
     pos = tl.load(POS + b).to(tl.int64)
     row = QKV + b * stride_qkv + h * D
     q = tl.load(row + d).to(tl.float32) * sm_scale
@@ -95,5 +97,5 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
     if B:
         _decode_kernel[(B, n_head)](qkv, k_cache, v_cache, pos, y, qkv.stride(0),
                                     *k_cache.stride()[:3], *v_cache.stride()[:3], y.stride(0), C, D ** -0.5,
-                                    D=D, BLOCK=BLOCK_T, num_warps=4)
+                                    D=D, BLOCK=BLOCK_T, num_warps=4, **PDL_LAUNCH)
     return y

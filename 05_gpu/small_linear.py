@@ -14,7 +14,10 @@ computes BLOCK_N outputs for all B rows:
 - it streams its BLOCK_N weight rows (contiguous in K) once, whatever B is, in BLOCK_K chunks;
 - the LayerNorm of x is recomputed by every program (x is a few KB and stays in cache), on the whole
   row in registers, while the program's weights are on their way;
-- bias, GELU (tanh form) and the residual add are applied to the accumulator before the one store.
+- bias, GELU (tanh form) and the residual add are applied to the accumulator before the one store;
+- on Hopper it is launched with programmatic dependent launch (triton_util.PDL): it lets the next
+  kernel start at once, and loads its own first weights before it waits for the kernel before it,
+  so a chain of these overlaps each kernel's launch and weight fetch with its predecessor's work.
 
 Rounding follows the unfused bf16 model: the normalised x, the matmul output and the GELU output are
 rounded to the weights' dtype where the PyTorch path would store them, so both paths agree to bf16
@@ -24,7 +27,7 @@ grow with the rows (reports/small_linear_h100.json: 1.9x faster per layer at 1 r
 """
 import torch
 
-from gpu.triton_util import check_device
+from gpu.triton_util import PDL_LAUNCH, check_device, release_dependents, wait_for_inputs
 
 import triton  # noqa: E402  (after triton_util, which picks interpreter vs GPU)
 import triton.language as tl  # noqa: E402
@@ -45,6 +48,7 @@ def _small_linear_kernel(X, W, BIAS, G, BETA, RES, Y, B, N, K, stride_x, stride_
                          GELU: tl.constexpr,
                          HAS_RES: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
                          BLOCK_K: tl.constexpr):
+    release_dependents()  # the next kernel may start loading its weights now
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rows = tl.arange(0, BLOCK_B)
     n_ok, row_ok = n < N, rows < B
@@ -56,6 +60,7 @@ def _small_linear_kernel(X, W, BIAS, G, BETA, RES, Y, B, N, K, stride_x, stride_
         k_ok = k < K
         # the weights first: their load is the long wait, and the norm's arithmetic can hide under it
         w = tl.load(w_rows + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+        wait_for_inputs()  # x comes from the kernel before
         ok = row_ok[:, None] & k_ok[None, :]
         x = tl.load(x_rows + k[None, :], mask=ok, other=0.0).to(tl.float32)
         d = tl.where(ok, x - (tl.sum(x, axis=1) / K)[:, None], 0.0)  # two-pass variance, exact in fp32
@@ -66,8 +71,13 @@ def _small_linear_kernel(X, W, BIAS, G, BETA, RES, Y, B, N, K, stride_x, stride_
         x = _round(x, dtype)  # the LayerNorm's output, as the unfused model stores it
         acc = tl.sum(x[:, None, :] * w[None, :, :], axis=2)  # (BLOCK_B, BLOCK_N)
     else:
-        acc = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
-        for k0 in range(0, K, BLOCK_K):
+        k = tl.arange(0, BLOCK_K)
+        k_ok = k < K
+        w = tl.load(w_rows + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+        wait_for_inputs()  # x (and the residual) come from the kernels before
+        x = tl.load(x_rows + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+        acc = tl.sum(x[:, None, :] * w[None, :, :], axis=2)
+        for k0 in range(BLOCK_K, K, BLOCK_K):
             k = k0 + tl.arange(0, BLOCK_K)
             k_ok = k < K
             w = tl.load(w_rows + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
@@ -128,5 +138,5 @@ def small_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         beta if beta is not None else dummy, residual if residual is not None else dummy, y,
         B, N, K, x.stride(0), weight.stride(0), residual.stride(0) if residual is not None else 0, y.stride(0),
         eps, HAS_BIAS=bias is not None, HAS_NORM=g is not None, HAS_NORM_BIAS=beta is not None,
-        GELU=gelu, HAS_RES=residual is not None, BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=warps)
+        GELU=gelu, HAS_RES=residual is not None, BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=warps, **PDL_LAUNCH)
     return y

@@ -1,4 +1,5 @@
-"""Where the Triton kernels of this layer run, and a tl.dot that is right in both places.
+"""Where the Triton kernels of this layer run, a tl.dot that is right in both places, and
+programmatic dependent launch (PDL) for chains of small kernels.
 
 On a machine without CUDA the kernels run in Triton's CPU interpreter (slow, but exact enough
 to test them and to train tiny models). Triton reads TRITON_INTERPRET when a kernel is
@@ -17,6 +18,40 @@ import triton.language as tl  # noqa: E402
 
 INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _INTERPRET = tl.constexpr(INTERPRET)
+
+
+def _pdl_available() -> bool:
+    """Programmatic dependent launch: Hopper or newer, and a Triton that can launch with it."""
+    if INTERPRET or not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9:
+        return False
+    try:
+        from triton.backends.nvidia.compiler import CUDAOptions
+        from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait  # noqa: F401
+    except ImportError:
+        return False
+    return "launch_pdl" in CUDAOptions.__dataclass_fields__
+
+
+# Kernels launched with PDL (`kernel[grid](..., **PDL_LAUNCH)`) may start while the kernel before them
+# in the stream is still running: they can load what no earlier kernel writes (weights) and must call
+# wait_for_inputs() before reading anything an earlier kernel wrote.
+PDL: bool = _pdl_available()
+PDL_LAUNCH: dict = {"launch_pdl": True} if PDL else {}
+_PDL = tl.constexpr(PDL)
+
+
+@triton.jit
+def release_dependents():
+    """Let the next kernel in the stream start (under PDL; a no-op otherwise)."""
+    if _PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+
+
+@triton.jit
+def wait_for_inputs():
+    """Wait until the kernels before this one have finished and their writes are visible (under PDL)."""
+    if _PDL:
+        tl.extra.cuda.gdc_wait()
 
 
 @triton.jit
