@@ -22,7 +22,8 @@ _INTERPRET = tl.constexpr(INTERPRET)
 
 def _pdl_available() -> bool:
     """Programmatic dependent launch: Hopper or newer, and a Triton that can launch with it."""
-    if INTERPRET or not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9:
+    if os.environ.get("GPU_PDL", "1") == "0" or INTERPRET or not torch.cuda.is_available() \
+            or torch.cuda.get_device_capability()[0] < 9:
         return False
     try:
         from triton.backends.nvidia.compiler import CUDAOptions
@@ -32,7 +33,7 @@ def _pdl_available() -> bool:
     return "launch_pdl" in CUDAOptions.__dataclass_fields__
 
 
-# Kernels launched with PDL (`kernel[grid](..., **PDL_LAUNCH)`) may start while the kernel before them
+# Kernels launched with PDL (`kernel[grid](..., **PDL_LAUNCH)`; GPU_PDL=0 turns it off) may start while the kernel before them
 # in the stream is still running: they can load what no earlier kernel writes (weights) and must call
 # wait_for_inputs() before reading anything an earlier kernel wrote.
 PDL: bool = _pdl_available()
