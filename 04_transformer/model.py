@@ -256,7 +256,7 @@ class GPT(nn.Module):
         usable = (not torch.is_grad_enabled() and not self.training
                   and not torch.is_autocast_enabled(idx.device.type))
         if self.config.decode_kernels == "triton" and not usable:
-            raise RuntimeError("decode_kernels='triton' is inference only: use torch.no_grad(), eval() "
+            raise RuntimeError("decode_kernels='triton' is inference only: use torch.no_grad(), evaluation mode "
                                "and no autocast (or decode_kernels='auto')")
         return usable
 
