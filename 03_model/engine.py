@@ -175,8 +175,7 @@ class Engine:
                     self.slots.clear()
                     self.cache.reset()
                     self._pending, self._dirty = None, True
-                if self._pending is None or not self.slots:  # else the next iteration flushes after its launch
-                    self.outbox.flush()
+                self.outbox.flush()
                 if self.step_delay and self.slots:
                     time.sleep(self.step_delay)
 
@@ -220,9 +219,6 @@ class Engine:
         if self._can_run_ahead():
             self._pending = self._launch()
             self.stats["ran_ahead"] += 1
-            # the previous step's tokens go out only now that the next step is queued: woken earlier,
-            # the event loop's thread competes with the launch for the GIL and the GPU waits (H100: ~0.05 ms a step)
-            self.outbox.flush()
         self._process(step)
 
     def _launch(self) -> _Step:
