@@ -269,6 +269,12 @@ def profile_line(r: dict) -> list[str]:
             f"(sum of kernel durations {p['gpu_time_us']} us; they overlap under PDL)."]
 
 
+def stream_table(concurrency: list[dict]) -> list[str]:
+    return ["| streams | tokens/s | ITL p50 ms | ITL p99 ms | TTFT p50 ms |", "|---|---|---|---|---|"] + [
+        f"| {r['streams']} | {r['tokens_per_s']} | {r['itl_p50_ms']} | {r['itl_p99_ms']} | {r['ttft_p50_ms']} |"
+        for r in concurrency]
+
+
 def slug(gpu_name: str) -> str:
     for k in ("H200", "H100", "A100", "L4", "A10"):
         if k in gpu_name:
@@ -290,9 +296,7 @@ def write(report: dict, out: Path, tag: str) -> None:
              f"- decode at batch 1 through the engine: {report['engine_b1_ms_per_token']} ms/token",
              f"- decode step by batch size (ms): {report['decode_step_ms_by_batch']}; moving one 32-token "
              f"row during compaction: {report.get('row_move_ms', 'n/a (one slot)')} ms", "",
-             "| streams | tokens/s | ITL p50 ms | ITL p99 ms | TTFT p50 ms |", "|---|---|---|---|---|"]
-    lines += [f"| {r['streams']} | {r['tokens_per_s']} | {r['itl_p50_ms']} | {r['itl_p99_ms']} | {r['ttft_p50_ms']} |"
-              for r in report["concurrency"]]
+             *stream_table(report["concurrency"])]
     for label in ("torch_kernels", "baseline"):
         if label not in report:
             continue
@@ -300,10 +304,7 @@ def write(report: dict, out: Path, tag: str) -> None:
         lines += ["", f"Ablation `{label}` in the same run ({describe(base['decoder'])}): decode step at batch 1 "
                       f"{base['decode_step_b1_ms']} ms, through the engine {base['engine_b1_ms_per_token']} "
                       f"ms/token; chained {base['decode_step_b1_chained_ms']} ms; warm-up {base['graph_warmup_s']} s.",
-                  *profile_line(base), "",
-                  "| streams | tokens/s | ITL p50 ms | ITL p99 ms | TTFT p50 ms |", "|---|---|---|---|---|"]
-        lines += [f"| {r['streams']} | {r['tokens_per_s']} | {r['itl_p50_ms']} | {r['itl_p99_ms']} | {r['ttft_p50_ms']} |"
-                  for r in base["concurrency"]]
+                  *profile_line(base), "", *stream_table(base["concurrency"])]
     if "hf" in report:
         hf = report["hf"]
         lines += ["", f"Hugging Face transformers {hf['transformers']} generate() ({hf['attn_implementation']}), "
