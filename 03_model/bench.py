@@ -3,14 +3,17 @@
 Random weights of a fixed shape (gpt2-124m on a GPU, the cpu preset on a CPU), measured through
 the Engine in-process with the same asyncio delivery path as the HTTP server (no HTTP/JSON/SSE):
 - prefill ms for one prompt (512 tokens, or half the window when that is smaller);
-- decode ms/token at batch 1 (the raw step, and through the engine as a client sees it);
+- decode ms/token at batch 1 (the raw step, and through the engine as a client sees it: the time
+  from a stream's first token to its last over the tokens in between);
 - tokens/s and p50/p99 inter-token latency at 1, 8, 32, 64 concurrent streams (greedy, no stop);
+  with several steps per launch (Engine decode_steps) tokens arrive in groups, so the p50 gap is
+  within a group and the p99 gap between groups;
 - the same weights in Hugging Face transformers' generate() (greedy, use_cache=True): ms/token at
   batch 1 and tokens/s at batch 32.
 The engine overlaps its host work with the next decode step (--no-overlap turns that off) and, on a
-GPU, decodes on 05_gpu's fused kernels (GPTConfig.decode_kernels). On a GPU two ablations run in the
-same run (--no-baseline skips them): "torch_kernels" (overlap, PyTorch ops for the one-token step)
-and "baseline" (neither), and a profile of one batch-1 step of each (taken last: the profiler slows
+GPU, decodes on 05_gpu's fused kernels (GPTConfig.decode_kernels), several steps per launch. On a GPU
+three ablations run in the same run (--no-baseline skips them): "one_step" (one step per launch),
+"torch_kernels" (also PyTorch ops for the one-token step) and "baseline" (also no overlap), and a profile of one batch-1 step of each (taken last: the profiler slows
 down later launches) counts its kernels. Writes <out>/serving_<device>.json and .md.
 """
 from __future__ import annotations
@@ -37,6 +40,7 @@ from .sampling import SamplingParams
 PRESETS = {"gpt2-124m": GPTConfig(block_size=1024, vocab_size=50304, n_layer=12, n_head=12, n_embd=768),
            "cpu": GPTConfig(block_size=256, vocab_size=4096, n_layer=4, n_head=4, n_embd=128)}
 GREEDY = SamplingParams(temperature=0.0)
+ABLATIONS = ("one_step", "torch_kernels", "baseline")
 
 
 def synthetic_tokenizer(vocab_size: int) -> Tokenizer:
@@ -93,8 +97,11 @@ async def run_streams(engine: Engine, n: int, prompt_len: int, max_tokens: int, 
     wall = time.perf_counter() - t0
     gaps = [(b - a) * 1e3 for stamps, _ in results for a, b in zip(stamps, stamps[1:])]
     total = sum(t for _, t in results)
+    per_token = [(s[-1] - s[0]) * 1e3 / (len(s) - 1) for s, _ in results if len(s) > 1]
     return {"streams": n, "completion_tokens": total, "wall_s": round(wall, 3),
-            "tokens_per_s": round(total / wall, 1), "itl_p50_ms": round(pct(gaps, 0.5), 3),
+            "tokens_per_s": round(total / wall, 1),
+            "decode_ms_per_token": round(statistics.mean(per_token), 4) if per_token else None,
+            "itl_p50_ms": round(pct(gaps, 0.5), 3),
             "itl_p99_ms": round(pct(gaps, 0.99), 3),
             "ttft_p50_ms": round(pct([(s[0] - t0) * 1e3 for s, _ in results], 0.5), 2)}
 
@@ -123,17 +130,18 @@ def bench_hf(model: GPT, device: torch.device, dtype, prompt_len: int, n_tokens:
 
 
 def bench_engine(model: GPT, tok: Tokenizer, cfg: GPTConfig, device: torch.device, levels: list[int],
-                 n_tokens: int, overlap: bool, kernels: str):
+                 n_tokens: int, overlap: bool, kernels: str, decode_steps: int | None):
     """Warm-up, raw decode steps and the concurrency sweep of one engine configuration -> the results
     and its raw-step function (for the profile at the end)."""
     model.config.decode_kernels = kernels  # read when the decoder's graphs are captured
-    engine = Engine(model, tok, max_batch=max(levels), overlap=overlap)
+    engine = Engine(model, tok, max_batch=max(levels), overlap=overlap, decode_steps=decode_steps)
     t = time.perf_counter()
     engine.start(warmup=True)  # captures every CUDA graph bucket up front on a GPU
     dec = engine.decoder
     fused = model.decode_kernels_on(device)
+    k = engine.decode_steps
     res = {"decoder": {"cuda_graphs": hasattr(dec, "graphs"), "overlap": overlap, "argmax_in_step": True,
-                       "decode_kernels": "triton (05_gpu)" if fused else "torch"},
+                       "decode_kernels": "triton (05_gpu)" if fused else "torch", "steps_per_launch": k},
            "graph_warmup_s": round(time.perf_counter() - t, 2)}
 
     def raw_step(b: int):  # one decode step of b rows through the engine's decoder, ids to the host
@@ -154,6 +162,16 @@ def bench_engine(model: GPT, tok: Tokenizer, cfg: GPTConfig, device: torch.devic
             dec.step(None)[1].tolist()
     # the device-bound floor of a step (no host round trip): what overlap lets the engine approach
     res["decode_step_b1_chained_ms"] = round(median_ms(chained, device, reps=5) / 65, 4)
+
+    def chained_groups(n: int = 16):  # the same with k steps per launch: n launches, n * k steps
+        engine.cache.lengths[:1] = 32
+        with torch.no_grad():
+            dec.step([1], steps=k)
+            for _ in range(n - 1):
+                dec.step(None, steps=k)
+            dec.step(None, steps=k)[1].tolist()
+    if k > 1:
+        res["decode_step_b1_chained_groups_ms"] = round(median_ms(chained_groups, device, reps=5) / (17 * k), 4)
     engine.cache.lengths[:2] = 32
     if engine.max_batch > 1:  # compaction moves a row only when there are two
         res["row_move_ms"] = round(median_ms(lambda: engine._move_row(1, 0), device, reps=20), 4)
@@ -163,7 +181,8 @@ def bench_engine(model: GPT, tok: Tokenizer, cfg: GPTConfig, device: torch.devic
         await run_streams(engine, min(8, max(levels)), 32, 8, cfg.vocab_size)  # warm up
         return [await run_streams(engine, n, 32, n_tokens, cfg.vocab_size) for n in levels]
     res["concurrency"] = asyncio.run(streams())
-    res["engine_b1_ms_per_token"] = next((r["itl_p50_ms"] for r in res["concurrency"] if r["streams"] == 1), None)
+    res["engine_b1_ms_per_token"] = next((r["decode_ms_per_token"] for r in res["concurrency"] if r["streams"] == 1),
+                                         None)
     res["ran_ahead_steps"] = engine.health()["stats"]["ran_ahead"]
     engine.stop()  # the scheduler thread ends; the decoder stays usable for raw steps
     return res, raw_step
@@ -203,7 +222,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-hf", action="store_true", help="skip the transformers comparison")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-overlap", action="store_true", help="no launching step t+1 before reading step t")
-    p.add_argument("--no-baseline", action="store_true", help="GPU: skip the ablations (torch_kernels, baseline)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="GPU: skip the ablations (one_step, torch_kernels, baseline)")
+    p.add_argument("--decode-steps", type=int, default=None,
+                   help="greedy decode steps per launch (default: the Engine's, 4 with CUDA graphs)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -233,11 +255,12 @@ def main(argv: list[str] | None = None) -> None:
             model(prompt, kv_cache=cache)
     report["prefill"] = {"prompt_tokens": P, "ms": round(median_ms(prefill, device, reps=10), 3)}
 
-    variants = [("baseline", False, "torch"), ("torch_kernels", True, "torch")] if gpu and not args.no_baseline else []
-    variants.append(("main", not args.no_overlap, "auto"))
+    variants = ([("baseline", False, "torch", 1), ("torch_kernels", True, "torch", 1), ("one_step", True, "auto", 1)]
+                if gpu and not args.no_baseline else [])
+    variants.append(("main", not args.no_overlap, "auto", args.decode_steps))
     steppers = {}
-    for label, overlap, kernels in variants:
-        res, steppers[label] = bench_engine(model, tok, cfg, device, levels, n_tokens, overlap, kernels)
+    for label, overlap, kernels, steps in variants:
+        res, steppers[label] = bench_engine(model, tok, cfg, device, levels, n_tokens, overlap, kernels, steps)
         print(label, json.dumps(res), flush=True)
         if label == "main":
             report.update(res)
@@ -246,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_hf:
         report["hf"] = bench_hf(model, device, dtype, 32, n_tokens)
         report["speedup_b1_vs_hf"] = round(report["hf"]["b1_ms_per_token"] / report["engine_b1_ms_per_token"], 1)
-        for label in ("baseline", "torch_kernels"):
+        for label in ABLATIONS:
             if label in report:
                 report[label]["speedup_b1_vs_hf"] = round(
                     report["hf"]["b1_ms_per_token"] / report[label]["engine_b1_ms_per_token"], 1)
@@ -258,7 +281,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def describe(d: dict) -> str:
     on = [k for k in ("cuda_graphs", "overlap", "argmax_in_step") if d.get(k)]
-    return ", ".join(on + [f"decode kernels: {d.get('decode_kernels', 'torch')}"])
+    return ", ".join(on + [f"decode kernels: {d.get('decode_kernels', 'torch')}",
+                           f"steps per launch: {d.get('steps_per_launch', 1)}"])
 
 
 def profile_line(r: dict) -> list[str]:
@@ -270,9 +294,10 @@ def profile_line(r: dict) -> list[str]:
 
 
 def stream_table(concurrency: list[dict]) -> list[str]:
-    return ["| streams | tokens/s | ITL p50 ms | ITL p99 ms | TTFT p50 ms |", "|---|---|---|---|---|"] + [
-        f"| {r['streams']} | {r['tokens_per_s']} | {r['itl_p50_ms']} | {r['itl_p99_ms']} | {r['ttft_p50_ms']} |"
-        for r in concurrency]
+    return ["| streams | tokens/s | ms/token per stream | ITL p50 ms | ITL p99 ms | TTFT p50 ms |",
+            "|---|---|---|---|---|---|"] + [
+        f"| {r['streams']} | {r['tokens_per_s']} | {r.get('decode_ms_per_token')} | {r['itl_p50_ms']} | "
+        f"{r['itl_p99_ms']} | {r['ttft_p50_ms']} |" for r in concurrency]
 
 
 def slug(gpu_name: str) -> str:
@@ -292,12 +317,15 @@ def write(report: dict, out: Path, tag: str) -> None:
              f"- prefill of {report['prefill']['prompt_tokens']} tokens: {report['prefill']['ms']} ms",
              f"- decode step at batch 1 (model + argmax): {report['decode_step_b1_ms']} ms",
              f"- decode step at batch 1, 65 steps chained on the device (no host round trip): "
-             f"{report['decode_step_b1_chained_ms']} ms",
+             f"{report['decode_step_b1_chained_ms']} ms"
+             + (f"; {report['decoder']['steps_per_launch']} steps per launch: "
+                f"{report['decode_step_b1_chained_groups_ms']} ms/step" if 'decode_step_b1_chained_groups_ms' in report
+                else ""),
              f"- decode at batch 1 through the engine: {report['engine_b1_ms_per_token']} ms/token",
              f"- decode step by batch size (ms): {report['decode_step_ms_by_batch']}; moving one 32-token "
              f"row during compaction: {report.get('row_move_ms', 'n/a (one slot)')} ms", "",
              *stream_table(report["concurrency"])]
-    for label in ("torch_kernels", "baseline"):
+    for label in ABLATIONS:
         if label not in report:
             continue
         base = report[label]
@@ -310,7 +338,7 @@ def write(report: dict, out: Path, tag: str) -> None:
         lines += ["", f"Hugging Face transformers {hf['transformers']} generate() ({hf['attn_implementation']}), "
                       f"same weights: batch 1 {hf['b1_ms_per_token']} ms/token, batch 32 {hf['b32_tokens_per_s']} "
                       f"tokens/s. Engine speed-up at batch 1: {report['speedup_b1_vs_hf']}x"
-                      + "".join(f"; {k}: {report[k]['speedup_b1_vs_hf']}x" for k in ("torch_kernels", "baseline")
+                      + "".join(f"; {k}: {report[k]['speedup_b1_vs_hf']}x" for k in ABLATIONS
                                 if k in report) + "."]
     (out / f"serving_{tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -22,7 +22,11 @@ Less work per token, on the GPU and on the host (the decode step of a small mode
   buffer: `step(None)` continues from there with no host->device copy. A row that samples instead
   overwrites its id with `feed()` (a device copy; the host never has to see it first). This is what
   lets the engine launch step t+1 before it reads step t's tokens (engine.py, overlap);
-- the attention mask is built once per step, not once per layer (GPT.forward_at).
+- the attention mask is built once per step, not once per layer (GPT.forward_at);
+- several greedy steps per graph (`step(..., steps=k)`, graphs for k = 1 and k = multi_steps): the
+  host launches one graph and reads k tokens per row, so its per-launch work (the replay, the copy
+  back, text and delivery) is spread over k tokens, and the device runs k steps with no gap between
+  graphs. The engine uses it while every row decodes greedily with room for k more tokens.
 Tried and dropped: torch.compile of the step (dynamic shapes, captured in these graphs). On the
 H100 it took 224 s to compile (6 recompiles for the buckets) and the step got 25x slower (20.7 ms):
 most likely the cache writes into views of a graph input were functionalized into copies of the
@@ -55,8 +59,9 @@ def _buckets(limit: int, start: int) -> list[int]:
 
 
 class EagerDecoder:
-    """step(tokens) -> (logits (n, V), greedy ids (n,)); step(None) continues each row from the ids of
-    the previous step (its greedy ids, or what feed() put there)."""
+    """step(tokens, steps=1) -> (logits (n, V) of the last step, greedy ids (steps, n)): tokens[i]
+    continues cache row i, then each further step continues from the last one's argmax; step(None)
+    continues each row from the ids of the previous call (its greedy ids, or what feed() put there)."""
 
     def __init__(self, model, cache, n_vocab: int | None = None):
         self.model, self.cache = model, cache
@@ -64,16 +69,16 @@ class EagerDecoder:
         self.n_vocab = n_vocab or model.config.vocab_size
         self.next: torch.Tensor | None = None  # (n,) ids the next step(None) feeds
 
-    def step(self, tokens: list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens[i] continues cache row i -> logits (n, V) of the new position and their argmax."""
-        if tokens is None:
-            idx = self.next[:, None]
-        else:
-            idx = torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None]
-        logits, _ = self.model(idx, kv_cache=self.cache, rows=slice(0, idx.size(0)))
-        logits = logits[:, -1, :]
-        self.next = logits[:, :self.n_vocab].argmax(dim=-1)
-        return logits, self.next
+    def step(self, tokens: list[int] | None, steps: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        if tokens is not None:
+            self.next = torch.tensor(tokens, dtype=torch.long, device=self.device)
+        ids = []
+        for _ in range(steps):
+            logits, _ = self.model(self.next[:, None], kv_cache=self.cache, rows=slice(0, self.next.numel()))
+            logits = logits[:, -1, :]
+            self.next = logits[:, :self.n_vocab].argmax(dim=-1)
+            ids.append(self.next)
+        return logits, torch.stack(ids)
 
     def feed(self, tokens: torch.Tensor) -> None:
         """The ids (n,) the next step(None) continues from, instead of the argmax."""
@@ -81,8 +86,12 @@ class EagerDecoder:
 
 
 class GraphDecoder:
-    def __init__(self, model, cache, kv_start: int = 64, n_vocab: int | None = None):
+    """EagerDecoder's interface on CUDA graphs: one graph per (batch bucket, kv bucket, steps),
+    steps being 1 or multi_steps."""
+
+    def __init__(self, model, cache, kv_start: int = 64, n_vocab: int | None = None, multi_steps: int = 1):
         self.model, self.cache = model, cache
+        self.step_counts = sorted({1, multi_steps})
         self.device = cache.k.device
         self.n_vocab = n_vocab or model.config.vocab_size
         B, self.max_len = cache.batch_size, cache.max_len
@@ -94,7 +103,7 @@ class GraphDecoder:
         self.staging = torch.zeros(2, B, dtype=torch.long).pin_memory()  # row 0 tokens, row 1 positions
         self.staging_np = self.staging.numpy()
         self.inputs = torch.zeros(2, B, dtype=torch.long, device=self.device)
-        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self.graphs: dict[tuple[int, int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self.pool = torch.cuda.graph_pool_handle()
         self.n = 0  # rows of the last step: step(None) continues exactly those
 
@@ -102,11 +111,13 @@ class GraphDecoder:
     def _fit(buckets: list[int], x: int) -> int:
         return next(b for b in buckets if b >= x)
 
-    def step(self, tokens: list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, tokens: list[int] | None, steps: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(tokens) if tokens is not None else self.n
         if tokens is None and n == 0:
             raise RuntimeError("step(None) needs a previous step to continue from")
-        kv = int(self.cache.lengths[:n].max()) + 1
+        if steps not in self.step_counts:
+            raise ValueError(f"this decoder has graphs for {self.step_counts} steps, not {steps}")
+        kv = int(self.cache.lengths[:n].max()) + steps
         if kv > self.max_len:
             raise ValueError(f"KV cache full: a row would pass max_len={self.max_len}")
         b, S = self._fit(self.batch_buckets, n), self._fit(self.kv_buckets, kv)
@@ -118,13 +129,13 @@ class GraphDecoder:
             self.inputs[:, :b].copy_(self.staging[:, :b], non_blocking=True)
         # (with step(None), padding rows n..b-1 run on from wherever they were: they are free rows,
         # and whatever they write there a later prefill and decode overwrite before reading)
-        if (b, S) not in self.graphs:  # after the inputs are in place: the warm-up runs on them
-            self.graphs[(b, S)] = self._capture(b, S)
-        graph, logits, ids = self.graphs[(b, S)]
+        if (b, S, steps) not in self.graphs:  # after the inputs are in place: the warm-up runs on them
+            self.graphs[(b, S, steps)] = self._capture(b, S, steps)
+        graph, logits, ids = self.graphs[(b, S, steps)]
         graph.replay()
-        self.cache.lengths[:n] += 1
+        self.cache.lengths[:n] += steps
         self.n = n
-        return logits[:n], ids[:n]
+        return logits[:n], ids[:, :n]
 
     def feed(self, tokens: torch.Tensor) -> None:
         self.inputs[0, :tokens.numel()].copy_(tokens)
@@ -135,23 +146,26 @@ class GraphDecoder:
         self.inputs.zero_()
         for b in reversed(self.batch_buckets):  # largest first: later captures reuse its pool memory
             for S in reversed(self.kv_buckets):
-                if (b, S) not in self.graphs:
-                    self.graphs[(b, S)] = self._capture(b, S)
+                for k in self.step_counts:
+                    if (b, S, k) not in self.graphs:
+                        self.graphs[(b, S, k)] = self._capture(b, S, k)
         self.cache.lengths.copy_(lengths)
         self.n = 0
 
-    def _forward(self, b: int, S: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The step on the input buffer's first b rows -> logits (b, V) and argmax ids (b,); it also
-        writes the next step's inputs (ids, positions + 1) into the buffer, so step(None) needs no
-        host input."""
+    def _forward(self, b: int, S: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`steps` steps on the input buffer's first b rows -> the last logits (b, V) and the argmax
+        ids (steps, b); each step writes the next one's inputs (ids, positions + 1) into the buffer,
+        so the steps chain on the device and step(None) needs no host input."""
         idx, pos = self.inputs[0, :b, None], self.inputs[1, :b, None]  # (b, 1) each
         from gpu.greedy import greedy_next  # CUDA only; runs when a graph is captured, not per step
-        logits = self.model.forward_at(idx, pos, self.cache, slice(0, b), kv_len=S)[:, -1, :]
-        # argmax ids, and ids / positions + 1 (capped: padding rows stay in range) into the buffer
-        ids = greedy_next(logits, self.n_vocab, self.inputs[:, :b], self.max_len - 1)
-        return logits, ids
+        ids = []
+        for _ in range(steps):
+            logits = self.model.forward_at(idx, pos, self.cache, slice(0, b), kv_len=S)[:, -1, :]
+            # argmax ids, and ids / positions + 1 (capped: padding rows stay in range) into the buffer
+            ids.append(greedy_next(logits, self.n_vocab, self.inputs[:, :b], self.max_len - 1))
+        return logits, torch.stack(ids)
 
-    def _capture(self, b: int, S: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
+    def _capture(self, b: int, S: int, steps: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
         # warm up on a side stream (cuBLAS/attention pick their kernels), then
         # record. Each warm-up run writes keys/values at the rows' next positions, which the next real
         # step overwrites before anything reads them, and advances the inputs, which we restore.
@@ -160,11 +174,11 @@ class GraphDecoder:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):
-                self._forward(b, S)
+                self._forward(b, S, steps)
         torch.cuda.current_stream().wait_stream(side)
         self.inputs.copy_(saved)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
-            logits, ids = self._forward(b, S)
+            logits, ids = self._forward(b, S, steps)
         self.inputs.copy_(saved)
         return graph, logits, ids

@@ -26,6 +26,13 @@ step t (copying ids back, text, stop checks, delivery) runs while the GPU comput
 that stops at step t (stop token or string) has one step t+1 token computed for nothing, which is
 dropped: results are matched to sequences, not to rows, and the row is freed as usual.
 
+Several steps per launch (`decode_steps`, 4 with CUDA graphs): while every row decodes greedily and
+has room for them, one launch runs k steps on the device (decode.py) and the host reads k tokens
+per row at once. At batch 1 on a GPU a step takes ~0.3 ms, about what the host needs to launch,
+read, detokenize and deliver one step, so one step per launch left the GPU waiting on the host; k
+steps per launch cost the host's work once per k tokens. Tokens then reach clients in groups of k;
+a row that stops early has at most 2k - 1 extra tokens computed and dropped.
+
 Results go back to the asyncio side through each request's queue, batched per iteration with one
 `loop.call_soon_threadsafe` per event loop (events.py): the event loop never waits on the model.
 """
@@ -68,7 +75,7 @@ class _Seq:
 class Engine:
     def __init__(self, model, tok, max_batch: int = 8, max_queue: int = 64,
                  cuda_graphs: bool | None = None, step_delay: float = 0.0, overlap: bool = True,
-                 prefill_tokens: int = 2048):
+                 prefill_tokens: int = 2048, decode_steps: int | None = None):
         self.model, self.tok = model.eval(), tok
         self.device = next(model.parameters()).device
         self.block_size = model.config.block_size
@@ -78,15 +85,20 @@ class Engine:
         # sample an id that the tokenizer cannot decode
         self.n_vocab = min(tok.vocab_size, model.config.vocab_size)
         use_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
-        self.decoder = (GraphDecoder(model, self.cache, n_vocab=self.n_vocab) if use_graphs
-                        else EagerDecoder(model, self.cache, n_vocab=self.n_vocab))
+        # greedy steps per launch (see the docstring); on a CPU the host IS the device: nothing to hide
+        self.decode_steps = decode_steps or (4 if use_graphs else 1)
+        if self.decode_steps < 1:
+            raise ValueError(f"decode_steps must be >= 1, got {decode_steps}")
+        self.decoder = (GraphDecoder(model, self.cache, n_vocab=self.n_vocab, multi_steps=self.decode_steps)
+                        if use_graphs else EagerDecoder(model, self.cache, n_vocab=self.n_vocab))
         self.overlap = overlap
         self.prefill_tokens = prefill_tokens  # padded prompt tokens per prefill forward (at least one prompt)
         self._pending: _Step | None = None  # a launched step whose tokens are not processed yet
         self._dirty = True  # rows changed since the last step: the next one takes its inputs from the host
-        # at most two launched steps are unread (one in flight, one ahead): two pinned landing buffers
+        # at most two launches are unread (one in flight, one ahead): two pinned landing buffers
         pin = self.device.type == "cuda"
-        self._landing = [torch.zeros(max_batch, dtype=torch.long, pin_memory=pin) for _ in range(2)]
+        self._landing = [torch.zeros(self.decode_steps * max_batch, dtype=torch.long, pin_memory=pin)
+                         for _ in range(2)]
         self._turn = 0
         self.slots: list[_Seq] = []
         self.waiting: deque[Request] = deque()
@@ -214,39 +226,54 @@ class Engine:
             return
         self.stats["peak_active"] = max(self.stats["peak_active"], len(self.slots))
         if self._pending is None:
-            self._pending = self._launch()
+            self._pending = self._launch(ahead=0)
         step, self._pending = self._pending, None
-        if self._can_run_ahead():
-            self._pending = self._launch()
+        if self._can_run_ahead(step.steps):
+            self._pending = self._launch(ahead=step.steps)
             self.stats["ran_ahead"] += 1
         self._process(step)
 
-    def _launch(self) -> _Step:
-        """Start one decode step of all active rows; nothing here waits for the device."""
+    def _launch(self, ahead: int) -> _Step:
+        """Start decoding all active rows, `ahead` steps past their last read token; nothing here
+        waits for the device."""
         seqs = list(self.slots)
+        k = self._steps_per_launch(ahead)
         feed = self.overlap and not self._dirty  # the device already holds each row's last token
-        logits, ids = self.decoder.step(None if feed else [s.last for s in seqs])
+        logits, ids = self.decoder.step(None if feed else [s.last for s in seqs], steps=k)  # ids (k, n)
         self._dirty = False
-        if not all(s.req.sampling.greedy for s in seqs):
+        if not all(s.req.sampling.greedy for s in seqs):  # (then k == 1)
             ids = sample(logits[:, :self.n_vocab], [s.req.sampling for s in seqs], [s.gen for s in seqs])
             self.decoder.feed(ids)
-        self.stats["steps"] += 1
+            ids = ids[None]
+        self.stats["steps"] += k
         self._turn ^= 1
         return _Step(seqs, ids, self._landing[self._turn])
 
-    def _can_run_ahead(self) -> bool:
-        """Launch the next step before reading this one's tokens? Only while no row can join (a
-        waiting request and a free slot) and no row can reach max_tokens with the step in flight."""
-        if not self.overlap or self._dirty or (self.waiting and len(self.slots) < self.max_batch):
+    def _waiting_for_slot(self) -> bool:
+        return bool(self.waiting) and len(self.slots) < self.max_batch
+
+    def _steps_per_launch(self, ahead: int) -> int:
+        """decode_steps while every row is greedy and has room for them after `ahead` unread steps
+        and nobody waits for a free slot (it would wait k steps to join); else 1."""
+        k = self.decode_steps
+        if k == 1 or self._waiting_for_slot():
+            return 1
+        return k if all(s.req.sampling.greedy and s.n_out + ahead + k <= s.req.max_tokens for s in self.slots) else 1
+
+    def _can_run_ahead(self, ahead: int) -> bool:
+        """Launch the next step before reading the `ahead` launched ones? Only while no row can join
+        (a waiting request and a free slot) and every row has room for one more token."""
+        if not self.overlap or self._dirty or self._waiting_for_slot():
             return False
-        return all(s.n_out + 2 <= s.req.max_tokens for s in self.slots)
+        return all(s.n_out + ahead + 1 <= s.req.max_tokens for s in self.slots)
 
     def _process(self, step: _Step) -> None:
         """The host's half of a step: read its tokens, stream them, retire finished sequences."""
         done = False
-        for seq, token in zip(step.seqs, step.tokens()):
-            if not seq.done and self._advance(seq, token):  # a done seq's token was computed for nothing
-                seq.done = done = True
+        for tokens in step.tokens():  # step by step, row by row
+            for seq, token in zip(step.seqs, tokens):
+                if not seq.done and self._advance(seq, token):  # a done seq's tokens were computed for nothing
+                    seq.done = done = True
         if done:
             self._retire([i for i, s in enumerate(self.slots) if s.done])
 
@@ -312,12 +339,13 @@ class Engine:
 
 
 class _Step:
-    """A launched decode step: its sequences (row i = seqs[i] at launch) and its ids on the way to the host."""
-    __slots__ = ("seqs", "host", "event")
+    """A launch of `steps` decode steps: its sequences (row i = seqs[i] at launch) and its ids
+    (steps, rows) on the way to the host."""
+    __slots__ = ("seqs", "host", "event", "steps")
 
     def __init__(self, seqs: list[_Seq], ids: torch.Tensor, landing: torch.Tensor):
-        self.seqs, self.event = seqs, None
-        self.host = landing[:ids.numel()]
+        self.seqs, self.event, self.steps = seqs, None, ids.size(0)
+        self.host = landing[:ids.numel()].view(ids.shape)
         if ids.is_cuda:  # async copy into pinned memory; the event says when it has landed
             self.host.copy_(ids, non_blocking=True)
             self.event = torch.cuda.Event()
@@ -325,7 +353,7 @@ class _Step:
         else:
             self.host.copy_(ids)
 
-    def tokens(self) -> list[int]:
+    def tokens(self) -> list[list[int]]:
         if self.event is not None:
             self.event.synchronize()
         return self.host.tolist()

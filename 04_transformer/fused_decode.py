@@ -7,20 +7,24 @@ kernel launches and weight reads, not by arithmetic (03_model/README.md has the 
 GPT.forward_at calls it for T == 1 cache steps when GPTConfig.decode_kernels says so (by default on
 CUDA, in inference). Per layer:
 
-- attention: one kernel writes the new key/value into the cache and attends over the row's keys
-  (decode_attention), instead of two scatters, a mask, SDPA and a transpose copy;
-- up to MAX_ROWS rows, every matmul is one small_linear kernel with its neighbours folded in:
-  LayerNorm -> qkv, attention output -> proj + residual, LayerNorm -> fc + GELU, -> proj + residual
-  (5 kernels a layer instead of 8 to 9); the head stays a cuBLAS matmul (a large matrix);
+- up to MAX_ROWS rows, 4 kernels a layer instead of 8 to 9: LayerNorm -> qkv -> cache write ->
+  attention in one (qkv_attention), then small_linear kernels with their neighbours folded in:
+  attention output -> proj + residual, LayerNorm -> fc + GELU, -> proj + residual. The embedding is
+  one kernel (embed) and the head a small_linear with ln_f folded in. All are launched with
+  programmatic dependent launch, so the whole step is one chain of ~50 overlapping kernels;
 - more rows: cuBLAS matmuls (they read each weight once for many rows), with every residual add
-  fused with the LayerNorm that follows it (add_layer_norm), so the loop carries x and h = norm(x).
+  fused with the LayerNorm that follows it (add_layer_norm), so the loop carries x and h = norm(x),
+  and attention in one kernel that writes the new key/value into the cache and attends over the
+  row's keys (decode_attention), instead of two scatters, a mask, SDPA and a transpose copy.
 """
 from __future__ import annotations
 
 import torch
 
 from gpu.decode_attention import decode_attention
+from gpu.embedding import embed
 from gpu.layer_norm import add_layer_norm
+from gpu.qkv_attention import qkv_attention
 from gpu.small_linear import MAX_ROWS, small_linear
 
 from .kv_cache import KVCache
@@ -34,17 +38,15 @@ def decode_step(model, idx: torch.Tensor, pos: torch.Tensor, kv_cache: KVCache, 
     """One new token per cache row: idx, pos (B,) -> logits (B, 1, V); writes the keys/values at pos."""
     t, H = model.transformer, model.config.n_head
     if idx.size(0) <= MAX_ROWS:
-        x = t.wte(idx) + t.wpe(pos)  # (B, C), the residual stream
+        x = embed(idx, pos, t.wte.weight, t.wpe.weight)  # (B, C), the residual stream
         for i, block in enumerate(t.h):
             attn, mlp = block.attn, block.mlp
             k, v = kv_cache.layer(i, rows)
-            qkv = small_linear(x, attn.c_attn.weight, attn.c_attn.bias, norm=_norm(block.ln_1))  # (B, 3C)
-            y = decode_attention(qkv, k, v, pos, H)  # (B, C)
+            y = qkv_attention(x, attn.c_attn.weight, attn.c_attn.bias, _norm(block.ln_1), k, v, pos, H)  # (B, C)
             x = small_linear(y, attn.c_proj.weight, attn.c_proj.bias, residual=x)
             h = small_linear(x, mlp.c_fc.weight, mlp.c_fc.bias, norm=_norm(block.ln_2), gelu=True)  # (B, 4C)
             x = small_linear(h, mlp.c_proj.weight, mlp.c_proj.bias, residual=x)
-        # the head (50304 x 768 at GPT-2's size) is one large matrix: cuBLAS reads it faster than we do
-        return model.lm_head(t.ln_f(x))[:, None, :]
+        return small_linear(x, model.lm_head.weight, model.lm_head.bias, norm=_norm(t.ln_f))[:, None, :]
     norms = [block.ln_1 for block in t.h] + [t.ln_f]  # the norm after each residual add
     add_ln = lambda x, r, m: add_layer_norm(x, r, *_norm(m))
     x, h = add_ln(t.wte(idx), t.wpe(pos), norms[0])  # (B, C) each

@@ -35,6 +35,36 @@ BLOCK_T = 64  # cached keys per loop iteration
 
 
 @triton.jit
+def attend(q, k_rows, v_rows, n, stride_kt, stride_vt, m, l, acc, D: tl.constexpr, BLOCK: tl.constexpr):
+    """Continue an online softmax (running max m, sum l, weighted values acc (D,)) over cached keys
+    0..n-1: blocks of BLOCK keys, rescaled by exp(m_old - m_new) whenever the max grows. A program
+    streaming cached keys is bound by memory latency, so the next block's keys and values are loaded
+    before this block's arithmetic: two blocks in flight. Loads go through L2 only (.cg): a fused
+    caller reads keys that other programs of its kernel have just written."""
+    d = tl.arange(0, D)
+    t = tl.arange(0, BLOCK)
+    kb = tl.load(k_rows + t[:, None] * stride_kt + d[None, :], mask=(t < n)[:, None], other=0.0, cache_modifier=".cg")
+    vb = tl.load(v_rows + t[:, None] * stride_vt + d[None, :], mask=(t < n)[:, None], other=0.0, cache_modifier=".cg")
+    for start in range(0, n, BLOCK):
+        live = start + t < n
+        nt = start + BLOCK + t  # the next block
+        k_next = tl.load(k_rows + nt[:, None] * stride_kt + d[None, :], mask=(nt < n)[:, None], other=0.0,
+                         cache_modifier=".cg")
+        v_next = tl.load(v_rows + nt[:, None] * stride_vt + d[None, :], mask=(nt < n)[:, None], other=0.0,
+                         cache_modifier=".cg")
+        s = tl.sum(kb.to(tl.float32) * q[None, :], axis=1)  # (BLOCK,) scores
+        s = tl.where(live, s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, axis=0))
+        alpha = tl.exp(m - m_new)
+        p = tl.exp(s - m_new)
+        acc = acc * alpha + tl.sum(p[:, None] * vb.to(tl.float32), axis=0)
+        l = l * alpha + tl.sum(p, axis=0)
+        m = m_new
+        kb, vb = k_next, v_next
+    return m, l, acc
+
+
+@triton.jit
 def _decode_kernel(QKV, K, V, POS, Y, stride_qkv, stride_kb, stride_kh, stride_kt,
                    stride_vb, stride_vh, stride_vt, stride_y, C, sm_scale,
                    D: tl.constexpr, BLOCK: tl.constexpr):
@@ -52,24 +82,10 @@ def _decode_kernel(QKV, K, V, POS, Y, stride_qkv, stride_kb, stride_kh, stride_k
     v_new = tl.load(row + 2 * C + d).to(V.dtype.element_ty)
     tl.store(k_rows + pos * stride_kt + d, k_new)
     tl.store(v_rows + pos * stride_vt + d, v_new)
-    # start the online softmax with the new key, which every query sees
+    # start the online softmax with the new key, which every query sees, then the cached ones
     m = tl.sum(q * k_new.to(tl.float32), axis=0)
-    l = tl.full([], 1.0, tl.float32)
-    acc = v_new.to(tl.float32)
-    t = tl.arange(0, BLOCK)
-    for start in range(0, pos, BLOCK):
-        ts = start + t
-        live = ts < pos
-        kb = tl.load(k_rows + ts[:, None] * stride_kt + d[None, :], mask=live[:, None], other=0.0)
-        s = tl.sum(kb.to(tl.float32) * q[None, :], axis=1)  # (BLOCK,) scores
-        s = tl.where(live, s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, axis=0))
-        alpha = tl.exp(m - m_new)
-        p = tl.exp(s - m_new)
-        vb = tl.load(v_rows + ts[:, None] * stride_vt + d[None, :], mask=live[:, None], other=0.0)
-        acc = acc * alpha + tl.sum(p[:, None] * vb.to(tl.float32), axis=0)
-        l = l * alpha + tl.sum(p, axis=0)
-        m = m_new
+    m, l, acc = attend(q, k_rows, v_rows, pos, stride_kt, stride_vt, m, tl.full([], 1.0, tl.float32),
+                        v_new.to(tl.float32), D, BLOCK)
     tl.store(Y + b * stride_y + h * D + d, (acc / l).to(Y.dtype.element_ty))
 
 

@@ -11,12 +11,13 @@ on the H100 at batch 1, one SM streaming 100 KB), and writing the next inputs (a
 clamp) is three more kernels. Here the row is split over SPLITS programs, each keeping a running
 max and its index per lane (a strict > keeps a lane's first index), then reducing its lanes (the
 smallest index among equal maxima); a second kernel, one program per row, combines the SPLITS
-partial results the same way and writes ids and the next inputs. NaN logits are never picked (torch
-would pick them); a row of -inf picks column 0, as torch does.
+partial results the same way and writes ids and the next inputs. Both are launched with
+programmatic dependent launch (triton_util.PDL), so they join the decode kernels' chain. NaN logits
+are never picked (torch would pick them); a row of -inf picks column 0, as torch does.
 """
 import torch
 
-from gpu.triton_util import check_device
+from gpu.triton_util import PDL_LAUNCH, check_device, release_dependents, wait_for_inputs
 
 import triton  # noqa: E402  (after triton_util, which picks interpreter vs GPU)
 import triton.language as tl  # noqa: E402
@@ -28,12 +29,14 @@ BLOCK = 1024
 @triton.jit
 def _partial_kernel(LOGITS, PART_V, PART_I, stride_l, n_vocab, per_split, SPLITS: tl.constexpr,
                     BLOCK: tl.constexpr):
+    release_dependents()  # (under PDL) the combine kernel may launch now
     row, split = tl.program_id(0).to(tl.int64), tl.program_id(1)
     lo = split * per_split
     hi = tl.minimum(lo + per_split, n_vocab)
     offs = tl.arange(0, BLOCK)
     best_v = tl.full([BLOCK], float("-inf"), tl.float32)
     best_i = tl.full([BLOCK], 2147483647, tl.int32)
+    wait_for_inputs()  # the logits come from the kernel before
     for start in range(lo, hi, BLOCK):
         cols = start + offs
         x = tl.load(LOGITS + row * stride_l + cols, mask=cols < hi, other=float("-inf")).to(tl.float32)
@@ -48,8 +51,10 @@ def _partial_kernel(LOGITS, PART_V, PART_I, stride_l, n_vocab, per_split, SPLITS
 
 @triton.jit
 def _combine_kernel(PART_V, PART_I, IDS, TOKENS, POS, max_pos, HAS_INPUTS: tl.constexpr, SPLITS: tl.constexpr):
+    release_dependents()
     row = tl.program_id(0).to(tl.int64)
     s = tl.arange(0, SPLITS)
+    wait_for_inputs()
     v = tl.load(PART_V + row * SPLITS + s)
     i = tl.load(PART_I + row * SPLITS + s)
     best = tl.min(tl.where(v == tl.max(v, axis=0), i, 2147483647), axis=0).to(tl.int64)
@@ -79,8 +84,8 @@ def greedy_next(logits: torch.Tensor, n_vocab: int, inputs: torch.Tensor | None 
     part_i = torch.empty(B, SPLITS, device=logits.device, dtype=torch.int32)
     per_split = triton.cdiv(n_vocab, SPLITS)
     _partial_kernel[(B, SPLITS)](logits, part_v, part_i, logits.stride(0), n_vocab, per_split,
-                                 SPLITS=SPLITS, BLOCK=BLOCK, num_warps=4)
+                                 SPLITS=SPLITS, BLOCK=BLOCK, num_warps=4, **PDL_LAUNCH)
     tokens, pos = (inputs[0], inputs[1]) if inputs is not None else (ids, ids)
     _combine_kernel[(B,)](part_v, part_i, ids, tokens, pos, max_pos, HAS_INPUTS=inputs is not None,
-                          SPLITS=SPLITS, num_warps=1)
+                          SPLITS=SPLITS, num_warps=1, **PDL_LAUNCH)
     return ids

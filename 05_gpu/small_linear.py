@@ -43,6 +43,41 @@ def _round(x, dtype: tl.constexpr):
 
 
 @triton.jit
+def linear_tile(X, W, BIAS, G, BETA, B, N, K, stride_x, stride_w, eps, rows, n,
+                HAS_BIAS: tl.constexpr, HAS_NORM: tl.constexpr, HAS_NORM_BIAS: tl.constexpr,
+                BLOCK_K: tl.constexpr):
+    """One program's tile: [LayerNorm](X[rows]) @ W[n].T + bias -> (len(rows), len(n)) fp32, rounded to
+    W's dtype as the unfused model stores it. Loads its first weights, then waits for its inputs."""
+    n_ok, row_ok = n < N, rows < B
+    x_rows = X + rows[:, None] * stride_x
+    w_rows = W + n[:, None] * stride_w
+    k = tl.arange(0, BLOCK_K)
+    k_ok = k < K
+    # the weights first: their load is the long wait, and the norm's arithmetic can hide under it
+    w = tl.load(w_rows + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+    wait_for_inputs()  # x (and a residual) come from the kernels before
+    ok = row_ok[:, None] & k_ok[None, :]
+    x = tl.load(x_rows + k[None, :], mask=ok, other=0.0).to(tl.float32)
+    if HAS_NORM:  # the whole row is one chunk (BLOCK_K >= K): normalise it in registers
+        d = tl.where(ok, x - (tl.sum(x, axis=1) / K)[:, None], 0.0)  # two-pass variance, exact in fp32
+        x = d * (1.0 / tl.sqrt(tl.sum(d * d, axis=1) / K + eps))[:, None]
+        x *= tl.load(G + k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+        if HAS_NORM_BIAS:
+            x += tl.load(BETA + k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+        x = _round(x, W.dtype.element_ty)  # the LayerNorm's output, as the unfused model stores it
+    acc = tl.sum(x[:, None, :] * w[None, :, :], axis=2)  # (BLOCK_B, BLOCK_N)
+    for k0 in range(BLOCK_K, K, BLOCK_K):  # (only without a norm) the rest of K
+        k = k0 + tl.arange(0, BLOCK_K)
+        k_ok = k < K
+        w = tl.load(w_rows + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+        x = tl.load(x_rows + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+        acc += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
+    if HAS_BIAS:
+        acc += tl.load(BIAS + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    return _round(acc, W.dtype.element_ty)  # the matmul's output, as the unfused model stores it
+
+
+@triton.jit
 def _small_linear_kernel(X, W, BIAS, G, BETA, RES, Y, B, N, K, stride_x, stride_w, stride_r, stride_y, eps,
                          HAS_BIAS: tl.constexpr, HAS_NORM: tl.constexpr, HAS_NORM_BIAS: tl.constexpr,
                          GELU: tl.constexpr,
@@ -51,45 +86,12 @@ def _small_linear_kernel(X, W, BIAS, G, BETA, RES, Y, B, N, K, stride_x, stride_
     release_dependents()  # the next kernel may start loading its weights now
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rows = tl.arange(0, BLOCK_B)
-    n_ok, row_ok = n < N, rows < B
-    dtype: tl.constexpr = W.dtype.element_ty
-    x_rows = X + rows[:, None] * stride_x
-    w_rows = W + n[:, None] * stride_w
-    if HAS_NORM:  # the whole row is one chunk (BLOCK_K >= K): normalise it in registers
-        k = tl.arange(0, BLOCK_K)
-        k_ok = k < K
-        # the weights first: their load is the long wait, and the norm's arithmetic can hide under it
-        w = tl.load(w_rows + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
-        wait_for_inputs()  # x comes from the kernel before
-        ok = row_ok[:, None] & k_ok[None, :]
-        x = tl.load(x_rows + k[None, :], mask=ok, other=0.0).to(tl.float32)
-        d = tl.where(ok, x - (tl.sum(x, axis=1) / K)[:, None], 0.0)  # two-pass variance, exact in fp32
-        x = d * (1.0 / tl.sqrt(tl.sum(d * d, axis=1) / K + eps))[:, None]
-        x *= tl.load(G + k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-        if HAS_NORM_BIAS:
-            x += tl.load(BETA + k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-        x = _round(x, dtype)  # the LayerNorm's output, as the unfused model stores it
-        acc = tl.sum(x[:, None, :] * w[None, :, :], axis=2)  # (BLOCK_B, BLOCK_N)
-    else:
-        k = tl.arange(0, BLOCK_K)
-        k_ok = k < K
-        w = tl.load(w_rows + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
-        wait_for_inputs()  # x (and the residual) come from the kernels before
-        x = tl.load(x_rows + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
-        acc = tl.sum(x[:, None, :] * w[None, :, :], axis=2)
-        for k0 in range(BLOCK_K, K, BLOCK_K):
-            k = k0 + tl.arange(0, BLOCK_K)
-            k_ok = k < K
-            w = tl.load(w_rows + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
-            x = tl.load(x_rows + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
-            acc += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
-    if HAS_BIAS:
-        acc += tl.load(BIAS + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-    acc = _round(acc, dtype)  # the matmul's output, as the unfused model stores it
+    acc = linear_tile(X, W, BIAS, G, BETA, B, N, K, stride_x, stride_w, eps, rows, n,
+                      HAS_BIAS, HAS_NORM, HAS_NORM_BIAS, BLOCK_K)
     if GELU:  # tanh approximation, as GPT-2; tanh(u) = 2 sigmoid(2u) - 1
         u = 0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)
-        acc = _round(0.5 * acc * (1.0 + (2.0 * tl.sigmoid(2.0 * u) - 1.0)), dtype)
-    out_ok = row_ok[:, None] & n_ok[None, :]
+        acc = _round(0.5 * acc * (1.0 + (2.0 * tl.sigmoid(2.0 * u) - 1.0)), W.dtype.element_ty)
+    out_ok = (rows < B)[:, None] & (n < N)[None, :]
     if HAS_RES:
         acc += tl.load(RES + rows[:, None] * stride_r + n[None, :], mask=out_ok, other=0.0).to(tl.float32)
     tl.store(Y + rows[:, None] * stride_y + n[None, :], acc.to(Y.dtype.element_ty), mask=out_ok)

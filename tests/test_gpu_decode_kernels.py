@@ -1,13 +1,16 @@
-"""05_gpu's decode kernels (fused cache write + attention, fused residual add + LayerNorm) against
-PyTorch, in Triton's interpreter on the CPU; and the model's one-token cache step on them
+"""05_gpu's decode kernels (fused cache write + attention, the fused LayerNorm + qkv + attention,
+fused residual add + LayerNorm, small_linear, the embedding, greedy_next) against PyTorch, in
+Triton's interpreter on the CPU; and the model's one-token cache step on them
 (GPTConfig.decode_kernels) against its plain PyTorch path."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from gpu.decode_attention import decode_attention
+from gpu.embedding import embed
 from gpu.greedy import SPLITS, greedy_next
 from gpu.layer_norm import add_layer_norm
+from gpu.qkv_attention import _head_counters, qkv_attention
 from gpu.small_linear import MAX_ROWS, small_linear
 from transformer import GPT, GPTConfig
 
@@ -166,6 +169,62 @@ def test_greedy_next_is_torch_argmax_and_advances_the_inputs():
     assert SPLITS > 4 and greedy_next(small, 4).tolist() == [1]
     with pytest.raises(ValueError, match="n_vocab"):
         greedy_next(small, 5)
+
+
+@pytest.mark.parametrize("B, H, D, dtype, splits", [(1, 2, 16, torch.float32, 1), (3, 3, 8, torch.float32, 4),
+                                                    (MAX_ROWS, 2, 16, torch.bfloat16, 2), (2, 4, 4, torch.float32, 8)])
+def test_qkv_attention_equals_small_linear_then_decode_attention(B, H, D, dtype, splits):
+    """The one-kernel LayerNorm -> qkv -> cache write -> attention gives what the two kernels give:
+    the same keys/values bit for bit (the same rounding), the same outputs up to the order of the
+    softmax's sums (it takes the new key last, decode_attention first), with rows at position 0, on
+    a 64-key block edge and at the cache's end, with the keys split over 1 to 8 programs per head (more
+    slices than a short row has keys, too); its counters are back at zero after each call, so calls chain."""
+    torch.manual_seed(B * H + D)
+    C, L = H * D, 140
+    x, w, b = torch.randn(B, C, dtype=dtype), (torch.randn(3 * C, C) / C ** 0.5).to(dtype), torch.randn(3 * C).to(dtype)
+    g, beta = torch.randn(C).to(dtype), torch.randn(C).to(dtype)
+    cache = torch.randn(2, B + 1, H, L, D, dtype=dtype)  # row views of a bigger cache, as from KVCache
+    ours, ref = cache.clone(), cache.clone()
+    for pos in (torch.tensor([0, 70, 64, L - 1][:B]), torch.tensor([1, 71, 65, 3][:B])):  # two calls
+        y = qkv_attention(x, w, b, (g, beta, 1e-5), ours[0, 1:], ours[1, 1:], pos, H, splits=splits)
+        y_ref = decode_attention(small_linear(x, w, b, norm=(g, beta, 1e-5)), ref[0, 1:], ref[1, 1:], pos, H)
+        assert y.dtype == dtype
+        torch.testing.assert_close(y, y_ref, atol=1e-6 if dtype == torch.float32 else 1e-2, rtol=1e-5)
+        assert torch.equal(ours, ref)  # the same keys/values written, nothing else touched
+        assert not _head_counters(x.device).any()
+
+
+def test_qkv_attention_rejects_bad_input():
+    k = torch.zeros(1, 2, 10, 8)
+    args = (torch.ones(16), None, 1e-5)
+    with pytest.raises(ValueError, match="1 to"):
+        qkv_attention(torch.zeros(MAX_ROWS + 1, 16), torch.zeros(48, 16), None, args, k, k, torch.zeros(5), 2)
+    with pytest.raises(ValueError, match="weight"):
+        qkv_attention(torch.zeros(1, 16), torch.zeros(40, 16), None, args, k, k, torch.zeros(1), 2)
+    with pytest.raises(ValueError, match="power of two"):
+        qkv_attention(torch.zeros(1, 12), torch.zeros(36, 12), None, (torch.ones(12), None, 1e-5),
+                      torch.zeros(1, 2, 10, 6), torch.zeros(1, 2, 10, 6), torch.zeros(1), 2)
+    with pytest.raises(ValueError, match="caches must be"):
+        qkv_attention(torch.zeros(1, 16), torch.zeros(48, 16), None, args, torch.zeros(1, 4, 10, 4),
+                      torch.zeros(1, 4, 10, 4), torch.zeros(1), 2)
+    with pytest.raises(ValueError, match="splits must be"):
+        qkv_attention(torch.zeros(1, 16), torch.zeros(48, 16), None, args, k, k, torch.zeros(1), 2, splits=3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_embed_is_token_plus_position_embedding(dtype):
+    torch.manual_seed(0)
+    wte, wpe = torch.randn(50, 1100, dtype=dtype), torch.randn(20, 1100, dtype=dtype)  # 2 column blocks
+    inputs = torch.tensor([[3, 49, 0], [0, 19, 7]])
+    x = embed(inputs[0], inputs[1], wte, wpe)
+    ref = F.embedding(inputs[0], wte) + F.embedding(inputs[1], wpe)
+    assert x.dtype == dtype
+    if dtype == torch.float32:
+        assert torch.equal(x, ref)
+    else:  # one rounding of the fp32 sum (the interpreter truncates where the GPU rounds to nearest)
+        torch.testing.assert_close(x.float(), ref.float(), atol=1e-6, rtol=1 / 128)
+    with pytest.raises(ValueError, match="need idx"):
+        embed(inputs[0], inputs[1, :2], wte, wpe)
 
 
 def test_small_linear_rejects_bad_input():

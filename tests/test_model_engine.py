@@ -321,15 +321,16 @@ def test_cancel_frees_the_slot_and_queue_is_bounded(tiny):
 @pytest.mark.gpu
 def test_cuda_graph_decode_matches_eager(tiny):
     """bf16 on the GPU: replayed graphs (padded batch buckets, fixed kv length under a mask) give the
-    eager forward's logits and argmax, step(None) continues from the device-side ids, and the
-    engine's greedy output (overlapped steps) equals model.generate's."""
+    eager forward's logits and argmax, step(None) continues from the device-side ids, a graph of
+    several steps gives the eager decoder's ids, and the engine's greedy output (overlapped steps,
+    several per launch) equals model.generate's."""
     from model.decode import EagerDecoder, GraphDecoder
     model, tok = tiny
     model = model.to("cuda", torch.bfloat16)
     prompt_sets = prompts(tok)[:3]
     for cls in (EagerDecoder, GraphDecoder):
         cache = model.new_kv_cache(4)
-        dec = cls(model, cache)
+        dec = cls(model, cache) if cls is EagerDecoder else cls(model, cache, multi_steps=4)
         with torch.no_grad():
             for r, p in enumerate(prompt_sets):  # rows of different lengths
                 model(torch.tensor([p], device="cuda"), kv_cache=cache, rows=slice(r, r + 1))
@@ -337,15 +338,18 @@ def test_cuda_graph_decode_matches_eager(tiny):
             for tokens in ([5, 6, 7],) * 3 + (None,) * 2:
                 logits, ids = dec.step(tokens)  # graph outputs are static buffers: copy at once
                 steps.append((logits.float(), ids.clone()))
+            many = dec.step(None, steps=4)[1].clone()  # (4, 3)
         if cls is EagerDecoder:
-            ref = steps
+            ref, ref_many = steps, many
     for (a, a_ids), (b, b_ids) in zip(ref, steps):
         torch.testing.assert_close(b, a, atol=2e-2, rtol=2e-2)
-        assert torch.equal(b.argmax(-1), b_ids)
+        assert b_ids.shape == (1, 3) and torch.equal(b.argmax(-1), b_ids[0])
+    assert many.shape == (4, 3) and torch.equal(many, ref_many)  # the same kernels on the same inputs
     eng = Engine(model, tok, max_batch=4).start(warmup=True)
     try:
-        # batch buckets 1, 2, 4; the decode kernels read each row's own length, so one kv bucket
-        assert isinstance(eng.decoder, GraphDecoder) and len(eng.decoder.graphs) == 3
+        # batch buckets 1, 2, 4, each with 1 and 4 steps; the decode kernels read each row's own
+        # length, so one kv bucket
+        assert isinstance(eng.decoder, GraphDecoder) and len(eng.decoder.graphs) == 6
         reqs = [eng.submit(Request(p, 30, GREEDY)) for p in prompt_sets]
         for p, r in zip(prompt_sets, reqs):
             ref = model.generate(torch.tensor([p], device="cuda"), 30, temperature=0)[0, len(p):].tolist()
@@ -354,10 +358,12 @@ def test_cuda_graph_decode_matches_eager(tiny):
         eng.stop(drain=False, timeout=10)
 
 
-def test_overlapped_steps_equal_step_by_step(tiny):
+@pytest.mark.parametrize("decode_steps", [1, 3])
+def test_overlapped_steps_equal_step_by_step(tiny, decode_steps):
     """overlap=True (the next step launched from the device-side ids before the host reads this
-    step's tokens) gives every request exactly what the plain step-by-step loop gives: greedy and
-    seeded sampling, stop tokens and strings, max_tokens, rows joining and leaving."""
+    step's tokens), also with several greedy steps per launch, gives every request exactly what the
+    plain step-by-step loop gives: greedy and seeded sampling, stop tokens and strings, max_tokens,
+    rows joining and leaving."""
     model, tok = tiny
     S = tok.special_tokens
     ps = prompts(tok)
@@ -368,7 +374,11 @@ def test_overlapped_steps_equal_step_by_step(tiny):
                           stop=["o"] if i % 4 == 1 else [], stop_ids={S["<|end|>"]} if i % 2 else set()))
     results = {}
     for overlap in (False, True):
-        eng = Engine(model, tok, max_batch=4, overlap=overlap).start()
+        eng = Engine(model, tok, max_batch=4, overlap=overlap, decode_steps=decode_steps if overlap else 1)
+        launches = []
+        step = eng.decoder.step
+        eng.decoder.step = lambda tokens, steps=1: launches.append(steps) or step(tokens, steps)
+        eng.start()
         try:
             reqs = [eng.submit(Request(**c)) for c in cases]
             results[overlap] = [(text, done.finish_reason, done.completion_tokens)
@@ -377,5 +387,7 @@ def test_overlapped_steps_equal_step_by_step(tiny):
         finally:
             eng.stop(drain=False, timeout=10)
         assert (stats["ran_ahead"] > 0) == overlap
+        assert set(launches) == ({1, decode_steps} if overlap else {1})  # multi-step launches happened
+        assert stats["steps"] == sum(launches)
     assert results[True] == results[False]
     assert {r[1] for r in results[True]} == {"stop", "length"}
