@@ -43,10 +43,10 @@ import triton.language as tl  # noqa: E402
 _counters: dict[torch.device, torch.Tensor] = {}
 MAX_HEADS = 256
 MAX_SPLITS = 8
-# keys per loop step of a worker: the kernel's registers are sized for its largest role, and 64 keys
-# (with the next block in flight) took 255 registers a thread where the tiles need ~150, halving how
-# many tiles fit on an SM
-KEYS_PER_ITER = 32
+# keys per loop step of a worker. 32 would need fewer registers (the kernel's are sized for its
+# largest role), but on the H100 with Triton 3.6 it gave wrong attention at one row (not at 2):
+# tests/test_gpu_decode_kernels.py checks every row count on the GPU
+KEYS_PER_ITER = 64
 
 
 @triton.jit

@@ -260,3 +260,24 @@ def test_model_decode_step_on_compiled_kernels_matches_torch_path_on_cuda(prompt
     (small_linear) and 10 (cuBLAS + add_layer_norm)."""
     decode_both_ways(GPTConfig(block_size=512, vocab_size=1000, n_layer=2, n_head=12, n_embd=768), "cuda",
                      torch.bfloat16, prompt_lens=prompt_lens, tokens=(3, 9, 40, 7), tol=3e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("B", [1, 2, 3, MAX_ROWS])
+def test_qkv_attention_compiled_equals_two_kernels_on_cuda(B):
+    """bf16 on the GPU at GPT-2 small's shape (12 heads of 64, a 1024-position cache, 8 key slices per
+    head): the fused kernel gives the two-kernel result at every row count and at positions on both
+    sides of the slice and block edges (the interpreter cannot show a compiler's or a race's bug)."""
+    torch.manual_seed(B)
+    C, H = 768, 12
+    for p in (0, 1, 5, 31, 32, 63, 64, 65, 300, 1023):
+        x = torch.randn(B, C, device="cuda").bfloat16()
+        w, b = (torch.randn(3 * C, C, device="cuda") * 0.02).bfloat16(), (torch.randn(3 * C, device="cuda") * 0.02).bfloat16()
+        norm = (torch.randn(C, device="cuda").bfloat16(), torch.randn(C, device="cuda").bfloat16(), 1e-5)
+        cache = torch.randn(2, B, H, 1024, 64, device="cuda").bfloat16()
+        ref = cache.clone()
+        pos = torch.tensor([p, max(p - 7, 0), p // 2, 0][:B], device="cuda")
+        y = qkv_attention(x, w, b, norm, cache[0], cache[1], pos, H)
+        y_ref = decode_attention(small_linear(x, w, b, norm=norm), ref[0], ref[1], pos, H)
+        torch.testing.assert_close(y.float(), y_ref.float(), atol=2e-2, rtol=2e-2, msg=f"position {p}")
+        assert torch.equal(cache, ref) and not _head_counters(x.device).any()
