@@ -11,9 +11,9 @@ the Engine in-process with the same asyncio delivery path as the HTTP server (no
 - the same weights in Hugging Face transformers' generate() (greedy, use_cache=True): ms/token at
   batch 1 and tokens/s at batch 32.
 The engine overlaps its host work with the next decode step (--no-overlap turns that off) and, on a
-GPU, decodes on 05_gpu's fused kernels (GPTConfig.decode_kernels). On a GPU two ablations run in
-the same run (--no-baseline skips them): "torch_kernels" (PyTorch ops for the one-token step) and
-"baseline" (also no overlap), and a profile of one batch-1 step of each (taken last: the profiler slows
+GPU, decodes on 05_gpu's fused kernels (GPTConfig.decode_kernels), several steps per launch. On a GPU
+three ablations run in the same run (--no-baseline skips them): "one_step" (one step per launch),
+"torch_kernels" (also PyTorch ops for the one-token step) and "baseline" (also no overlap), and a profile of one batch-1 step of each (taken last: the profiler slows
 down later launches) counts its kernels. Writes <out>/serving_<device>.json and .md.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ from .sampling import SamplingParams
 PRESETS = {"gpt2-124m": GPTConfig(block_size=1024, vocab_size=50304, n_layer=12, n_head=12, n_embd=768),
            "cpu": GPTConfig(block_size=256, vocab_size=4096, n_layer=4, n_head=4, n_embd=128)}
 GREEDY = SamplingParams(temperature=0.0)
-ABLATIONS = ("torch_kernels", "baseline")
+ABLATIONS = ("one_step", "torch_kernels", "baseline")
 
 
 def synthetic_tokenizer(vocab_size: int) -> Tokenizer:
@@ -223,9 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-overlap", action="store_true", help="no launching step t+1 before reading step t")
     p.add_argument("--no-baseline", action="store_true",
-                   help="GPU: skip the ablations (torch_kernels, baseline)")
+                   help="GPU: skip the ablations (one_step, torch_kernels, baseline)")
     p.add_argument("--decode-steps", type=int, default=None,
-                   help="greedy decode steps per launch (Engine decode_steps; default 1)")
+                   help="greedy decode steps per launch (default: the Engine's, 4 with CUDA graphs)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> None:
             model(prompt, kv_cache=cache)
     report["prefill"] = {"prompt_tokens": P, "ms": round(median_ms(prefill, device, reps=10), 3)}
 
-    variants = [("baseline", False, "torch", 1), ("torch_kernels", True, "torch", 1)] if gpu and not args.no_baseline else []
+    variants = ([("baseline", False, "torch", 1), ("torch_kernels", True, "torch", 1), ("one_step", True, "auto", 1)]
+                if gpu and not args.no_baseline else [])
     variants.append(("main", not args.no_overlap, "auto", args.decode_steps))
     steppers = {}
     for label, overlap, kernels, steps in variants:

@@ -26,7 +26,7 @@ Less work per token, on the GPU and on the host (the decode step of a small mode
 - several greedy steps per graph (`step(..., steps=k)`, graphs for k = 1 and k = multi_steps): the
   host launches one graph and reads k tokens per row, so its per-launch work (the replay, the copy
   back, text and delivery) is spread over k tokens, and the device runs k steps with no gap between
-  graphs. The engine uses it (decode_steps > 1, off by default) while every row decodes greedily.
+  graphs. The engine uses it while every row decodes greedily with room for k more tokens.
 Tried and dropped: torch.compile of the step (dynamic shapes, captured in these graphs). On the
 H100 it took 224 s to compile (6 recompiles for the buckets) and the step got 25x slower (20.7 ms):
 most likely the cache writes into views of a graph input were functionalized into copies of the

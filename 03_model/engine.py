@@ -26,14 +26,12 @@ step t (copying ids back, text, stop checks, delivery) runs while the GPU comput
 that stops at step t (stop token or string) has one step t+1 token computed for nothing, which is
 dropped: results are matched to sequences, not to rows, and the row is freed as usual.
 
-Several steps per launch (`decode_steps=k`, default 1): while every row decodes greedily and has
-room for them, one launch runs k steps on the device (decode.py) and the host reads k tokens per
-row at once, so the host's per-launch work (launch, read, detokenize, deliver) is paid once per k
-tokens. Tokens then reach clients in groups of k; a row that stops early has at most 2k - 1 extra
-tokens computed and dropped. It is off by default: on the H100, capturing the 4-step graph of
-gpt2-124m at batch 1 (05_gpu's decode kernels under programmatic dependent launch, which then
-chain across steps) hit an illegal memory access that compute-sanitizer (which serialises the
-kernels) does not reproduce; a race we have not found. 03_model/README.md has the measurements.
+Several steps per launch (`decode_steps`, 4 with CUDA graphs): while every row decodes greedily and
+has room for them, one launch runs k steps on the device (decode.py) and the host reads k tokens
+per row at once. At batch 1 on a GPU a step takes ~0.3 ms, about what the host needs to launch,
+read, detokenize and deliver one step, so one step per launch leaves the GPU waiting on the host
+now and then; k steps per launch pay the host's work once per k tokens. Tokens then reach clients
+in groups of k; a row that stops early has at most 2k - 1 extra tokens computed and dropped.
 
 Results go back to the asyncio side through each request's queue, batched per iteration with one
 `loop.call_soon_threadsafe` per event loop (events.py): the event loop never waits on the model.
@@ -87,7 +85,8 @@ class Engine:
         # sample an id that the tokenizer cannot decode
         self.n_vocab = min(tok.vocab_size, model.config.vocab_size)
         use_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
-        self.decode_steps = decode_steps or 1  # greedy steps per launch (see the docstring)
+        # greedy steps per launch (see the docstring); on a CPU the host IS the device: nothing to hide
+        self.decode_steps = decode_steps or (4 if use_graphs else 1)
         if self.decode_steps < 1:
             raise ValueError(f"decode_steps must be >= 1, got {decode_steps}")
         self.decoder = (GraphDecoder(model, self.cache, n_vocab=self.n_vocab, multi_steps=self.decode_steps)

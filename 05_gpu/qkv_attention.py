@@ -26,6 +26,11 @@ workers have the highest program ids, so they are placed after the tiles (Triton
 programs in id order: there the tiles are all done when a worker starts), and the few workers
 (H * SPLITS, ~100) could not fill the GPU and keep a tile from running even if placed first.
 
+A scalar atomic's result reaches the program's threads through shared memory, so the worker puts
+a barrier between reading it and anything that may reuse that memory: without it some threads of
+the head's last worker skipped the merge on the H100 (wrong attention, and NaN that later crashed
+the embedding's lookup).
+
 Counters live in a buffer kept per device and are back at zero after every call, so calls on one
 device must not run concurrently on two streams (the engine's decode steps are one stream). Results
 equal small_linear followed by decode_attention up to the order of the softmax's sums: the same
@@ -43,10 +48,10 @@ import triton.language as tl  # noqa: E402
 _counters: dict[torch.device, torch.Tensor] = {}
 MAX_HEADS = 256
 MAX_SPLITS = 8
-# keys per loop step of a worker. 32 would need fewer registers (the kernel's are sized for its
-# largest role), but on the H100 with Triton 3.6 it gave wrong attention at one row (not at 2):
-# tests/test_gpu_decode_kernels.py checks every row count on the GPU
-KEYS_PER_ITER = 64
+# keys per loop step of a worker: the kernel's registers are sized for its largest role, and 64 keys
+# (with the next block in flight) took 255 registers a thread where the tiles need ~150, so fewer
+# tiles fit on an SM (12 layers at position 160: 229 us at 32 keys, 252 us at 64; on the H100)
+KEYS_PER_ITER = 32
 
 
 @triton.jit
@@ -94,6 +99,7 @@ def _worker(Q, K, V, POS, Y, READY, DONE, PART_M, PART_L, PART_O, B, C, stride_k
         while tl.load(READY + h, volatile=True) < 3 * (D // BLOCK_N):  # spin until all the head's tiles are in
             pass
         tl.atomic_add(READY + h, 0, sem="acquire", scope="gpu")  # and see what they stored
+        tl.debug_barrier()
     d = tl.arange(0, D)
     for b in range(0, B):
         keys = tl.load(POS + b).to(tl.int32) + 1  # keys 0..pos, the new one included
@@ -110,7 +116,11 @@ def _worker(Q, K, V, POS, Y, READY, DONE, PART_M, PART_L, PART_O, B, C, stride_k
         tl.store(PART_L + slot, l)
         tl.store(PART_O + slot * D + d, o)
     tl.debug_barrier()
-    if tl.atomic_add(DONE + h, 1, sem="acq_rel", scope="gpu") == SPLITS - 1:  # the head's last worker
+    last = tl.atomic_add(DONE + h, 1, sem="acq_rel", scope="gpu") == SPLITS - 1  # the head's last worker?
+    # every thread has its copy of the atomic's result (passed through shared memory) before any
+    # thread goes on to code that may reuse that shared memory
+    tl.debug_barrier()
+    if last:
         sl = tl.arange(0, SPLITS)
         for b in range(0, B):
             slots = (b * H + h) * SPLITS + sl

@@ -322,8 +322,8 @@ def test_cancel_frees_the_slot_and_queue_is_bounded(tiny):
 def test_cuda_graph_decode_matches_eager(tiny):
     """bf16 on the GPU: replayed graphs (padded batch buckets, fixed kv length under a mask) give the
     eager forward's logits and argmax, step(None) continues from the device-side ids, a graph of
-    several steps gives the eager decoder's ids, and the engine's greedy output (overlapped steps)
-    equals model.generate's."""
+    several steps gives the eager decoder's ids, and the engine's greedy output (overlapped steps,
+    several per launch) equals model.generate's."""
     from model.decode import EagerDecoder, GraphDecoder
     model, tok = tiny
     model = model.to("cuda", torch.bfloat16)
@@ -347,8 +347,9 @@ def test_cuda_graph_decode_matches_eager(tiny):
     assert many.shape == (4, 3) and torch.equal(many, ref_many)  # the same kernels on the same inputs
     eng = Engine(model, tok, max_batch=4).start(warmup=True)
     try:
-        # batch buckets 1, 2, 4; the decode kernels read each row's own length, so one kv bucket
-        assert isinstance(eng.decoder, GraphDecoder) and len(eng.decoder.graphs) == 3
+        # batch buckets 1, 2, 4, each with 1 and 4 steps; the decode kernels read each row's own
+        # length, so one kv bucket
+        assert isinstance(eng.decoder, GraphDecoder) and len(eng.decoder.graphs) == 6
         reqs = [eng.submit(Request(p, 30, GREEDY)) for p in prompt_sets]
         for p, r in zip(prompt_sets, reqs):
             ref = model.generate(torch.tensor([p], device="cuda"), 30, temperature=0)[0, len(p):].tolist()
