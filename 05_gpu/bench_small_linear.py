@@ -3,7 +3,7 @@
     python -m gpu.bench_small_linear --out reports/small_linear_h100.json     # on a CUDA machine
 
 For each matmul of a decode step (qkv with its LayerNorm, attention proj + residual, fc with LayerNorm
-and GELU, MLP proj + residual) and B = 1, 2, 4 rows, times (CUDA-graph replays, triton's
+and GELU, MLP proj + residual, and the 50304-row head with ln_f) and B = 1, 2, 4 rows, times (CUDA-graph replays, triton's
 do_bench_cudagraph) PyTorch's unfused ops (cuBLAS matmul + LayerNorm / GELU / add kernels), our kernel
 with the config small_linear picks, and every config of a small grid, each launched on its own (no
 programmatic dependent launch, whose overlap shows in the serving benchmark); prints them and writes JSON.
@@ -25,7 +25,8 @@ import triton  # noqa: E402  (after gpu, which picks interpreter vs GPU)
 from triton.testing import do_bench_cudagraph  # noqa: E402
 
 SHAPES = {"qkv": (2304, 768, "norm"), "proj": (768, 768, "res"), "fc": (3072, 768, "norm_gelu"),
-          "proj2": (768, 3072, "res")}  # (N, K, what is fused) at n_embd = 768
+          "proj2": (768, 3072, "res"), "head": (50304, 768, "norm")}  # (N, K, what is fused) at n_embd = 768
+LAYER = ("qkv", "proj", "fc", "proj2")  # the matmuls of one transformer layer
 GRID = list(itertools.product((1, 2, 4, 8), (256, 512, 1024), (2, 4)))  # BLOCK_N, BLOCK_K, num_warps
 
 
@@ -84,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"B={B} {name:5s} {N}x{K} ({kind}): torch ops {r['torch_ops_us']:5.1f} us | ours "
                   f"{r['ours_us']:5.1f} us {tuple(r['ours_config'])} | best of grid {r['best_grid_us']:5.1f} us "
                   f"({r['best_grid_config']}) | err {r['max_abs_err_vs_torch']:.2g}", flush=True)
-    per_layer = {B: {k: round(sum(r[k] for r in rows if r["B"] == B), 1) for k in ("torch_ops_us", "ours_us")}
-                 for B in (1, 2, 4)}
+    per_layer = {B: {k: round(sum(r[k] for r in rows if r["B"] == B and r["name"] in LAYER), 1)
+                     for k in ("torch_ops_us", "ours_us")} for B in (1, 2, 4)}
     for B, t in per_layer.items():
         print(f"B={B}: one layer's four matmuls with their neighbours: torch ops {t['torch_ops_us']} us, "
               f"ours {t['ours_us']} us ({t['torch_ops_us'] / t['ours_us']:.2f}x)", flush=True)

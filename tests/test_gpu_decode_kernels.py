@@ -114,11 +114,12 @@ def decode_both_ways(cfg: GPTConfig, device: str, dtype: torch.dtype, prompt_len
             torch.testing.assert_close(x[:, r, :, :n].float(), y[:, r, :, :n].float(), atol=tol, rtol=tol)
 
 
-@pytest.mark.parametrize("prompt_lens", [(5, 70, 1), (5, 70, 1, 9, 2, 33, 12, 64, 3, 20)])
+@pytest.mark.parametrize("prompt_lens", [(70,), (5, 70, 1), (5, 70, 1, 9, 2, 33, 12, 64, 3, 20)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_model_decode_step_on_kernels_equals_torch_path(prompt_lens, bias):
-    """fp32 in the interpreter: the fused path gives the plain path's logits and cache writes, with
-    small_linear (3 rows) and with cuBLAS + add_layer_norm (10 rows > MAX_ROWS)."""
+    """fp32 in the interpreter: the fused path gives the plain path's logits and cache writes, at 1 row
+    (the head on small_linear too), 3 rows (qkv_attention, small_linear) and 10 rows > MAX_ROWS (cuBLAS
+    + add_layer_norm + decode_attention)."""
     decode_both_ways(GPTConfig(block_size=96, vocab_size=97, n_layer=2, n_head=2, n_embd=32, bias=bias), "cpu",
                      torch.float32, prompt_lens=prompt_lens, tokens=(3, 9, 40), tol=1e-5)
 
