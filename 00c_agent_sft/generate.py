@@ -27,12 +27,12 @@ import regex
 
 from transformer.tokenizer import GPT4_PATTERN
 
-from .traces import HERE, SEVEN, Generator
+from .traces import FORBIDDEN, HERE, SEVEN, Generator
 
 # lookup_invented: facts about invented entities (agent_sft.invented), train/val only: they teach the
 # copying that held-out entities and facts added to the KB later need
-TRAIN_MIX = {"arithmetic": 0.28, "lookup": 0.20, "lookup_invented": 0.15, "kb_miss": 0.08, "multi_step": 0.10,
-             "small_talk": 0.05, "multi_turn": 0.09, "tool_error": 0.05}
+TRAIN_MIX = {"arithmetic": 0.24, "lookup": 0.14, "lookup_invented": 0.24, "kb_miss": 0.11, "multi_step": 0.10,
+             "small_talk": 0.04, "multi_turn": 0.09, "tool_error": 0.04}
 TEST_CATEGORIES = ["arithmetic", "arithmetic_oor", "lookup", "kb_miss", "multi_step", "small_talk",
                    "multi_turn", "tool_error"]
 # facts the eval adds to a COPY of the KB: never in training, answered only through the lookup tool
@@ -45,7 +45,6 @@ ADDED_QUESTIONS = [("What is the capital of Mongolia?", "capital of mongolia"),
                    ("Who wrote The Lantern of Oskar Vell?", "author of the lantern of oskar vell"),
                    ("How tall is the Old Mill Tower?", "height of the old mill tower"),
                    ("What is the chemical symbol of novium?", "chemical symbol of novium")]
-FORBIDDEN = ["mongolia", "mascot", "oskar vell", "old mill tower", "novium"]
 # The CPU model has a 128-token context. The tokenizer is trained later (on these very files), so
 # lengths are estimated by its split regex: about one token per chunk, plus the special tokens.
 MAX_APPROX_TOKENS = 96

@@ -19,6 +19,7 @@ import weakref
 from pathlib import Path
 
 from agent.tools import calc, lookup
+from sft.data import load_conversations
 
 from . import templates as T
 from .invented import RELATIONS as INVENTED_RELATIONS, Inventor
@@ -27,10 +28,15 @@ HERE = Path(__file__).resolve().parent
 KB_FILE = HERE / "kb.json"
 TRAIN_DIGITS, HELDOUT_DIGITS = (1, 2, 3, 4, 5, 6, 8, 9), 7
 SEVEN = re.compile(r"(?<![\d.])\d{7}(?!\d)")  # an integer of the held-out digit band
+# the eval's added facts (agent_sft.generate.ADDED_FACTS): never in any training text
+FORBIDDEN = ["mongolia", "mascot", "oskar vell", "old mill tower", "novium"]
 # entities the demo and the ten-query table use: always in training
 PROTECTED = {"france", "hamlet", "gold", "light", "africa", "mercury", "venus", "earth", "mars", "water"}
 N_PLACEHOLDER = r"-?\d+(?:\.\d+)?"
 N_INVENTED = 4000  # invented facts (agent_sft.invented) for the copying-only lookup traces
+NUMERIC_RELATIONS, N_INVENTED_NUMERIC = ("atomic number", "number of moons", "year"), 300
+# training only: shares of multi-step chains and KB misses built on invented entities (copying, not recall)
+INVENTED_MULTI, INVENTED_MISS = 0.5, 0.3
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -174,16 +180,32 @@ class Generator:
         avoid = {n.lower().removeprefix("the ") for n in self.entity_names.values()}
         avoid |= {x.lower().removeprefix("the ") for pool in (T.MISSING_COUNTRIES, T.INVENTED_ENTITIES,
                   T.INVENTED_WORKS, T.INVENTED_ELEMENTS, T.MISSING_MOONS) for x in pool}
-        inv = Inventor(random.Random(self.rng.random()), avoid)
+        # held-out test entities, test-only miss names and the eval's facts never occur in an invented
+        # name or answer; real words from the training entities and answers may (spliced or whole)
+        banned = {self.entity_names[e].lower().removeprefix("the ") for e in self.heldout_entities}
+        banned |= {x.lower().removeprefix("the ") for pool in self.miss_pool.values() for i, x in enumerate(pool) if i % 4 == 3}
+        banned |= set(FORBIDDEN)
+        seen = [self.entity_names[e] for r, es in self.facts.items() for e in es if e not in self.heldout_entities]
+        seen += [self.values[f"{r} of {e}"] for r, es in self.facts.items() for e in es if e not in self.heldout_entities]
+        seen += [m["content"] for c in load_conversations() for m in c["messages"] if m.get("content")]  # chat words
+        pieces = [w for w in re.findall(r"[^\W\d_]+", " ".join(seen)) if Inventor.clean_word(w, banned)]
+        inv = Inventor(random.Random(self.rng.random()), avoid, banned, pieces)
         self.invented: dict[str, str] = {}
         self.invented_parts: list[tuple[str, str]] = []
-        while len(self.invented) < N_INVENTED:
-            rel = self.rng.choice(sorted(self.facts)) if self.rng.random() < 0.5 else self.rng.choice(INVENTED_RELATIONS)
+        self.invented_by_rel: dict[str, list[str]] = {}
+        self.inventor = inv
+        numeric = [rel for rel in NUMERIC_RELATIONS for _ in range(N_INVENTED_NUMERIC)]  # for lookup-then-calc chains
+        while len(self.invented) < N_INVENTED + len(numeric):
+            if len(self.invented) < len(numeric):
+                rel = numeric[-1 - len(self.invented)]
+            else:
+                rel = self.rng.choice(sorted(self.facts)) if self.rng.random() < 0.5 else self.rng.choice(INVENTED_RELATIONS)
             ent = inv.entity(rel)
             if rel in T.IN_RELATIONS and " of " in ent:
                 continue  # "longest river in the Isle of X" would be read as relation "longest river in the isle"
             self.invented[f"{rel} of {ent}"] = inv.value(rel)  # the KB's form; lookup reads "in" as "of"
             self.invented_parts.append((rel, ent))
+            self.invented_by_rel.setdefault(rel, []).append(ent)
         tmp = tempfile.mkdtemp(prefix="kb_invented_")
         weakref.finalize(self, shutil.rmtree, tmp, ignore_errors=True)  # gone with the generator
         self.invented_kb = Path(tmp) / "kb_invented.json"
@@ -278,6 +300,19 @@ class Generator:
     def invented_fact(self, test=False, ht=None, **_) -> dict | None:
         """A lookup of an invented fact (training only): nothing to memorise, only to copy."""
         rel, ent = self.rng.choice(self.invented_parts)
+        got = self.invented_question(rel, ent, test, ht)
+        if got is None:
+            return None
+        q, key, tid = got
+        turn = Turn(q, self.invented_kb)
+        obs = turn.tool(T.THOUGHT_LOOKUP.format(key=key), "lookup", key)
+        if obs.startswith("not found"):
+            raise RuntimeError(f"lookup({key!r}) missed the invented KB: {obs}")
+        return {"msgs": turn.answer(T.ANSWER_LOOKUP.format(key=key, value=obs)), "templates": [tid],
+                "entities": [], "kb": "invented", "expected": [{"kind": "fact", "answer": obs, "tools": ["lookup"]}]}
+
+    def invented_question(self, rel: str, ent: str, test: bool, ht) -> tuple[str, str, str] | None:
+        """(question, key, template id) asking for `rel` of an invented entity."""
         if rel in self.lookup_tpls:
             pick = self.choose_template(self.lookup_tpls[rel], test, ht)
             if pick is None:
@@ -287,15 +322,29 @@ class Generator:
             i = self.rng.randrange(len(T.FACT_FRAMES))
             tpl = Template(f"invented:f{i}", T.FACT_FRAMES[i].replace("{X}", f"the {rel} of {{E}}"))
             keyfmt = f"{rel} of {{E}}"
-        q, key = tpl.text.format(E=ent), keyfmt.format(E=ent)
+        return tpl.text.format(E=ent), keyfmt.format(E=ent), tpl.id
+
+    def invented_miss(self, ht=None) -> dict | None:
+        """A lookup of a fresh invented entity that no KB holds (training only): the name alone never
+        tells a miss from a hit, only the observation does."""
+        rel = self.rng.choice(sorted(self.facts) + INVENTED_RELATIONS)
+        ent = self.inventor.entity(rel)
+        if rel in T.IN_RELATIONS and " of " in ent:
+            return None
+        got = self.invented_question(rel, ent, False, ht)
+        if got is None:
+            return None
+        q, key, tid = got
         turn = Turn(q, self.invented_kb)
         obs = turn.tool(T.THOUGHT_LOOKUP.format(key=key), "lookup", key)
-        if obs.startswith("not found"):
-            raise RuntimeError(f"lookup({key!r}) missed the invented KB: {obs}")
-        return {"msgs": turn.answer(T.ANSWER_LOOKUP.format(key=key, value=obs)), "templates": [tpl.id],
-                "entities": [], "kb": "invented", "expected": [{"kind": "fact", "answer": obs, "tools": ["lookup"]}]}
+        if not obs.startswith("not found"):
+            return None
+        return {"msgs": turn.answer(T.ANSWER_MISS.format(key=key)), "templates": [tid], "entities": [],
+                "kb": "invented", "expected": [{"kind": "miss", "answer": None, "tools": ["lookup"]}]}
 
     def miss(self, test=False, ht=None, he=False) -> dict | None:
+        if not test and self.rng.random() < INVENTED_MISS:
+            return self.invented_miss(ht)
         kind = self.weighted({"country": .35, "relation": .25, "place": .15, "work": .1, "element": .1, "moons": .05})
         rng = self.rng
         if kind == "relation":
@@ -341,36 +390,43 @@ class Generator:
         tpls, rels = (self.pairs, self.pair_rel) if kind == "pair" else (self.lcalcs, self.lcalc_rel)
         tpl = self.choose_template(tpls, test, ht)
         rel = rels[tpl.id]
-        held = [e for e in self.facts[rel] if e in self.heldout_entities]
-        ents = self.facts[rel] if he else [e for e in self.facts[rel] if e not in self.heldout_entities]
-        e1, e2 = rng.sample(ents, 2)
-        if he and [e for e in held if e != e2]:  # at least one entity never seen in training
-            e1 = rng.choice([e for e in held if e != e2])
-        names = [self.entity_names[e1], self.entity_names[e2]]
-        if rel == "number of moons" and rng.random() < 0.25:  # a planet the KB does not know
-            names[rng.randint(0, 1)] = self.miss_name("moons", test and rng.random() < 0.5)
+        if not test and rng.random() < INVENTED_MULTI:  # invented entities: the invented KB's numbers
+            e1, e2 = rng.sample(self.invented_by_rel[rel], 2)
+            names, kb, values, ents = [e1, e2], self.invented_kb, self.invented, []
+            if rel == "number of moons" and rng.random() < 0.25:  # a name no KB knows: the chain stops
+                names[rng.randint(0, 1)] = self.inventor.entity(rel)
+        else:
+            held = [e for e in self.facts[rel] if e in self.heldout_entities]
+            pool = self.facts[rel] if he else [e for e in self.facts[rel] if e not in self.heldout_entities]
+            e1, e2 = rng.sample(pool, 2)
+            if he and [e for e in held if e != e2]:  # at least one entity never seen in training
+                e1 = rng.choice([e for e in held if e != e2])
+            names, kb, values, ents = [self.entity_names[e1], self.entity_names[e2]], self.kb_path, self.values, [e1, e2]
+            if rel == "number of moons" and rng.random() < 0.25:  # a planet the KB does not know
+                names[rng.randint(0, 1)] = self.miss_name("moons", test and rng.random() < 0.5)
         if rel == "year":
-            y1, y2 = (int(self.values[f"year of {e}"]) for e in (e1, e2))
+            y1, y2 = (int(values[f"year of {e}"]) for e in (e1, e2))
             if y1 == y2:
                 return None
             if y1 > y2:
-                names, e1, e2 = names[::-1], e2, e1
-        k = rng.randint(2, 99) if rel == "atomic number" else int(self.values.get(f"year of {e1}", 0)) + rng.randint(1, 300)
+                names, e1, e2, ents = names[::-1], e2, e1, ents[::-1]
+        k = rng.randint(2, 99) if rel == "atomic number" else int(values.get(f"year of {e1}", 0)) + rng.randint(1, 300)
         q = tpl.text.format(E1=names[0], E2=names[1], E=names[0], k=k)
-        turn, obs, tools = Turn(q, self.kb_path), [], []
+        turn, obs, tools = Turn(q, kb), [], []
+        extra = {"kb": "invented"} if kb != self.kb_path else {}
+        ents = ents if kind == "pair" else ents[:1]
         for i, name in enumerate(names[:2 if kind == "pair" else 1]):
             key = f"{rel} of {name}"
             obs.append(turn.tool((T.THOUGHT_LOOKUP_NEXT if i else T.THOUGHT_LOOKUP).format(key=key), "lookup", key))
             if obs[-1].startswith("not found"):
-                return {"msgs": turn.answer(T.ANSWER_MISS.format(key=key)), "templates": [tpl.id], "entities": [e1, e2],
-                        "expected": [{"kind": "miss", "answer": None, "tools": ["lookup"]}]}
+                return {"msgs": turn.answer(T.ANSWER_MISS.format(key=key)), "templates": [tpl.id], "entities": ents,
+                        "expected": [{"kind": "miss", "answer": None, "tools": ["lookup"]}], **extra}
         expr = tpl.expr.format(x=obs[0], y=obs[-1], k=k)
         result = turn.tool(T.THOUGHT_CALC_NEXT.format(expr=expr), "calc", expr)
         if result.startswith("error"):
             return None
-        return {"msgs": turn.answer(T.ANSWER_MULTI.format(result=result)), "templates": [tpl.id],
-                "entities": [e1, e2] if kind == "pair" else [e1],
-                "expected": [{"kind": "number", "answer": result, "tools": ["lookup", "calc"]}]}
+        return {"msgs": turn.answer(T.ANSWER_MULTI.format(result=result)), "templates": [tpl.id], "entities": ents,
+                "expected": [{"kind": "number", "answer": result, "tools": ["lookup", "calc"]}], **extra}
 
     def talk(self, test=False, ht=None, **_) -> dict | None:
         tpl = self.choose_template(self.talk_tpls, test, ht)
@@ -415,7 +471,7 @@ class Generator:
             prev = turns[-1] if turns else None
             can_follow = prev and prev["expected"][-1]["kind"] == "number" and re.fullmatch(r"-?\d{1,9}", prev["expected"][-1]["answer"])
             kind = self.weighted({"arith": .3, "fact": .3, "talk": .2, "miss": .1, "follow": .4 if can_follow else 0,
-                                  "invented_fact": 0 if test else .15})
+                                  "invented_fact": 0 if test else .3})
             he = test and self.rng.random() < 0.3
             t = self.follow_up(prev, test) if kind == "follow" else \
                 getattr(self, kind)(test=test, **({"he": he} if kind in ("fact", "miss") else {}))

@@ -157,3 +157,18 @@ def test_invented_facts_are_training_only_and_collide_with_nothing(files, gen):
     assert by_split["train"] > 2000 and by_split["val"] > 50 and by_split["test"] == 0
     # the generator reads the invented KB only for invented entities: the real lookups still hit kb.json
     assert all(r.get("kb") != "invented" for r in files["train"] if r["category"] == "lookup")
+
+
+def test_invented_names_leak_no_heldout_name_and_reach_chains_and_misses(files, gen):
+    # invented names and answers never spell a held-out entity, a test-only miss name or an eval fact
+    invented = json.loads((DATA / INVENTED_KB).read_text(encoding="utf-8"))
+    text = " | ".join(f"{ent} | {invented[f'{rel} of {ent}']}" for rel, ent in gen.invented_parts).lower()
+    held = {gen.entity_names[e].lower().removeprefix("the ") for e in gen.heldout_entities}
+    held |= {x.lower().removeprefix("the ") for pool in gen.miss_pool.values() for i, x in enumerate(pool) if i % 4 == 3}
+    assert not [n for n in held if re.search(rf"(?<!\w){re.escape(n)}(?!\w)", text)]
+    assert not any(f in text for f in FORBIDDEN)
+    # copying unseen names is trained beyond single lookups: invented lookup chains and invented misses
+    inv = Counter(r["category"] for r in files["train"] if r.get("kb") == "invented")
+    assert inv["multi_step"] > 300 and inv["kb_miss"] > 300 and inv["multi_turn"] > 100
+    chains = [r for r in files["train"] if r["category"] == "multi_step" and r.get("kb") == "invented"]
+    assert all(not r["entities"] for r in chains) and any(n == "calc" for r in chains for n, _, _ in actions(r))
