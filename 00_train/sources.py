@@ -249,8 +249,11 @@ def iter_documents(specs: Iterable[str] | None) -> Iterator[Document]:
 
 
 def chat_texts(root: Path) -> Iterator[str]:
-    """Texts of the SFT / agent-SFT conversations and the lookup knowledge base, so the tokenizer
-    learns their words too. Missing files are fine; these are read only for tokenizer training."""
+    """Texts of the SFT / agent-SFT training conversations, so the tokenizer learns their words too.
+    Records of a held-out split ("split": "val" or "test") and the knowledge base are left out: the
+    test split holds out whole entities, and a tokenizer that had merged their names would have seen
+    them (the agent reads the KB at run time; the model never trains on it). Missing files are fine;
+    these are read only for tokenizer training."""
     files = sorted(root.glob("00b_sft/data/*.jsonl")) + sorted(root.glob("00c_agent_sft/data/*.jsonl"))
     for path in files:
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -258,7 +261,9 @@ def chat_texts(root: Path) -> Iterator[str]:
                 obj = json.loads(line) if line.strip() else {}
             except json.JSONDecodeError:
                 continue  # their owners validate these files; a bad line only costs a few merges here
-            for m in obj.get("messages", []) if isinstance(obj, dict) else []:
+            if not isinstance(obj, dict) or obj.get("split") in ("val", "test"):
+                continue
+            for m in obj.get("messages", []):
                 if not isinstance(m, dict):
                     continue
                 for key in ("content", "reasoning_content"):
@@ -272,11 +277,3 @@ def chat_texts(root: Path) -> Iterator[str]:
                         args = {}
                     vals = [v for v in args.values() if isinstance(v, str)] if isinstance(args, dict) else []
                     yield f"{fn.get('name', '')}({' '.join(vals)})"
-    kb = root / "00c_agent_sft" / "kb.json"
-    if kb.is_file():
-        try:
-            facts = json.loads(kb.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            facts = {}
-        for k, v in facts.items() if isinstance(facts, dict) else []:
-            yield f"{k}: {v}"

@@ -198,9 +198,12 @@ def test_chat_texts_feed_the_tokenizer(tmp_path):
     (tmp_path / "00c_agent_sft" / "data" / "t.jsonl").write_text(json.dumps({"messages": [
         {"role": "user", "content": "Add"}, {"role": "assistant", "content": None, "reasoning_content": "Use calc.",
                                              "tool_calls": [call]}, {"role": "tool", "content": "3"}]}) + "\n")
+    held_out = [json.dumps({"messages": [{"role": "user", "content": f"Who is {w}?"}], "split": split})
+                for w, split in (("Zanzibar", "test"), ("Quokka", "val"))]
+    (tmp_path / "00c_agent_sft" / "data" / "x.jsonl").write_text("\n".join(held_out) + "\n")
     (tmp_path / "00c_agent_sft" / "kb.json").write_text('{"capital of france": "Paris"}')
-    assert list(chat_texts(tmp_path)) == ["Hi there", "Hello!", "Add", "Use calc.", "calc(1 + 2)", "3",
-                                          "capital of france: Paris"]
+    # training conversations only: no test or val record, no knowledge base
+    assert list(chat_texts(tmp_path)) == ["Hi there", "Hello!", "Add", "Use calc.", "calc(1 + 2)", "3"]
 
 
 def test_chat_texts_are_deduplicated_and_capped():
