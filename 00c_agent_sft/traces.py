@@ -300,16 +300,24 @@ class Generator:
     def invented_fact(self, test=False, ht=None, **_) -> dict | None:
         """A lookup of an invented fact (training only): nothing to memorise, only to copy."""
         rel, ent = self.rng.choice(self.invented_parts)
+        asked = self.ask_invented(rel, ent, test, ht)
+        if asked is None:
+            return None
+        turn, key, obs, tid = asked
+        if obs.startswith("not found"):
+            raise RuntimeError(f"lookup({key!r}) missed the invented KB: {obs}")
+        return {"msgs": turn.answer(T.ANSWER_LOOKUP.format(key=key, value=obs)), "templates": [tid],
+                "entities": [], "kb": "invented", "expected": [{"kind": "fact", "answer": obs, "tools": ["lookup"]}]}
+
+    def ask_invented(self, rel: str, ent: str, test: bool, ht) -> tuple[Turn, str, str, str] | None:
+        """Ask for `rel` of an invented entity and run the real lookup on the invented KB ->
+        (turn, key, observation, template id), or None when no template is free."""
         got = self.invented_question(rel, ent, test, ht)
         if got is None:
             return None
         q, key, tid = got
         turn = Turn(q, self.invented_kb)
-        obs = turn.tool(T.THOUGHT_LOOKUP.format(key=key), "lookup", key)
-        if obs.startswith("not found"):
-            raise RuntimeError(f"lookup({key!r}) missed the invented KB: {obs}")
-        return {"msgs": turn.answer(T.ANSWER_LOOKUP.format(key=key, value=obs)), "templates": [tid],
-                "entities": [], "kb": "invented", "expected": [{"kind": "fact", "answer": obs, "tools": ["lookup"]}]}
+        return turn, key, turn.tool(T.THOUGHT_LOOKUP.format(key=key), "lookup", key), tid
 
     def invented_question(self, rel: str, ent: str, test: bool, ht) -> tuple[str, str, str] | None:
         """(question, key, template id) asking for `rel` of an invented entity."""
@@ -331,12 +339,10 @@ class Generator:
         ent = self.inventor.entity(rel)
         if rel in T.IN_RELATIONS and " of " in ent:
             return None
-        got = self.invented_question(rel, ent, False, ht)
-        if got is None:
+        asked = self.ask_invented(rel, ent, False, ht)
+        if asked is None:
             return None
-        q, key, tid = got
-        turn = Turn(q, self.invented_kb)
-        obs = turn.tool(T.THOUGHT_LOOKUP.format(key=key), "lookup", key)
+        turn, key, obs, tid = asked
         if not obs.startswith("not found"):
             return None
         return {"msgs": turn.answer(T.ANSWER_MISS.format(key=key)), "templates": [tid], "entities": [],
