@@ -1,7 +1,8 @@
 """Generate the agent-SFT traces: train / val / test JSONL, every observation from the real tool.
 
     python -m agent_sft.generate                     # seed 0 -> 00c_agent_sft/data/{train,val,test}.jsonl
-    python -m agent_sft.generate --n-train 120000 --out runs/big/traces    # more data (GPU preset)
+    python -m agent_sft.generate --n-train 120000 --out runs/gpu/traces \
+        --exclude 00c_agent_sft/data/test.jsonl     # more data for the GPU presets, scored on the committed test
 
 A record is {"messages": [...], "category", "split", "templates": [ids], "entities": [KB entities]};
 train records add "text", the conversation as plain text for a mixed pretraining corpus;
@@ -86,8 +87,12 @@ def user_texts(messages: list[dict]) -> list[str]:
     return [m["content"] for m in messages if m["role"] == "user"]
 
 
-def build(seed: int = 0, n_train: int = 20000, n_val: int = 600, n_test: int = 100) -> dict:
-    """{"train", "val", "test": records, "kb_invented": the invented facts the lookup_invented traces read}."""
+def build(seed: int = 0, n_train: int = 20000, n_val: int = 600, n_test: int = 100,
+          exclude: frozenset[tuple] = frozenset()) -> dict:
+    """{"train", "val", "test": records, "kb_invented": the invented facts the lookup_invented traces read}.
+    `exclude`: conversations (tuples of user turns) that train and val must not contain. The test split is
+    drawn after train from the same random stream, so another n_train gives another test split; a larger
+    train set excludes the committed test split's conversations and is scored on that file."""
     g = Generator(seed)
     makers = {"arithmetic": g.arith, "lookup": g.fact, "lookup_invented": g.invented_fact, "kb_miss": g.miss, "multi_step": g.multi,
               "small_talk": g.talk, "multi_turn": g.multi_turn, "tool_error": g.error}
@@ -130,13 +135,13 @@ def build(seed: int = 0, n_train: int = 20000, n_val: int = 600, n_test: int = 1
             if item is None or approx_tokens(item["msgs"]) > MAX_APPROX_TOKENS or not allowed_in_training(item):
                 continue
             key = tuple(user_texts(item["msgs"]))
-            if split == "val" and key in seen:
+            if key in seen:
                 continue
             out.append(record(item, cat, split))
         return out
 
-    train = draw(n_train, "train", set())
-    seen = {tuple(user_texts(r["messages"])) for r in train}
+    train = draw(n_train, "train", set(exclude))
+    seen = {tuple(user_texts(r["messages"])) for r in train} | exclude
     val = draw(n_val, "val", seen)
     seen |= {tuple(user_texts(r["messages"])) for r in val}
 
@@ -190,8 +195,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-train", type=int, default=20000, help="train conversations")
     ap.add_argument("--n-val", type=int, default=600, help="val conversations (same distribution as train)")
     ap.add_argument("--n-test", type=int, default=100, help="test conversations per category")
+    ap.add_argument("--exclude", default=None, metavar="JSONL",
+                    help="a test file whose conversations train and val must not contain")
     args = ap.parse_args(argv)
-    stats = write(build(args.seed, args.n_train, args.n_val, args.n_test), Path(args.out))
+    exclude = frozenset()
+    if args.exclude:
+        exclude = frozenset(tuple(user_texts(json.loads(line)["messages"]))
+                            for line in Path(args.exclude).read_text(encoding="utf-8").splitlines() if line.strip())
+    stats = write(build(args.seed, args.n_train, args.n_val, args.n_test, exclude), Path(args.out))
     for name, s in stats.items():
         print(f"{name:>5}: {json.dumps(s)}")
 

@@ -16,7 +16,9 @@ import re
 import shutil
 import tempfile
 import weakref
+from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 from agent.tools import calc, lookup
 from sft.data import load_conversations
@@ -61,6 +63,12 @@ def display(entity: str, relation: str) -> str:
         else:
             out.append("-".join(p[:1].upper() + p[1:] for p in w.split("-")))
     return " ".join(out)
+
+
+def template_words(text: str) -> list[str]:
+    """The words and symbols of a question template, placeholders left out: "Who composed {E}?" ->
+    ["who", "composed", "?"]."""
+    return [w for w in re.findall(r"\{\w+\}|\w+|[^\w\s]", text.lower()) if not w.startswith("{")]
 
 
 class Template:
@@ -129,11 +137,11 @@ class Generator:
 
     def _build_templates(self) -> None:
         rng = random.Random(self.rng.random())
+        # (templates, share to hold out, never hold out, what a template means: the expression it asks for)
+        groups: list[tuple[list[Template], float, Callable[[Template], bool], Callable[[Template], object]]] = []
 
-        def pick(tpls: list[Template], frac: float, keep=lambda t: False) -> list[Template]:
-            cands = [t for t in tpls if not keep(t)]
-            for t in rng.sample(cands, max(1, round(frac * len(cands)))) if cands else []:
-                t.heldout = True
+        def group(tpls: list[Template], frac: float, keep=lambda t: False, meaning=lambda t: t.expr) -> list[Template]:
+            groups.append((tpls, frac, keep, meaning))
             return tpls
 
         always = lambda t: any(t.text.startswith(f.replace("{X}", "")) for f in T.ALWAYS_TRAIN_FRAMES)
@@ -142,7 +150,7 @@ class Generator:
             tpls = [Template(f"arith:{op}:f{i}:c{j}", frame.replace("{X}", core), expr)
                     for i, frame in enumerate(T.NOUN_FRAMES) for j, (core, expr) in enumerate(cores)]
             tpls += [Template(f"arith:{op}:imp{j}", q, expr) for j, (q, expr) in enumerate(T.ARITH_IMPERATIVES[op])]
-            self.arith_tpls[op] = pick(tpls, 0.15, always)
+            self.arith_tpls[op] = group(tpls, 0.15, always)
         demo = {"Who wrote {E}?", "Who is the author of {E}?", "Which city is the capital of {E}?",
                 "Tell me {E}'s capital.", "How many moons does {E} have?"}
         self.lookup_tpls: dict[str, list[tuple[Template, str]]] = {}
@@ -151,15 +159,33 @@ class Generator:
             tpls = [(Template(f"lookup:{rel}:f{i}", frame.replace("{X}", f"the {rel} {join} {{E}}")), f"{rel} {join} {{E}}")
                     for i, frame in enumerate(T.FACT_FRAMES)]
             tpls += [(Template(f"lookup:{rel}:q{j}", q), key) for j, (q, key) in enumerate(T.RELATION_QUESTIONS.get(rel, []))]
-            pick([t for t, _ in tpls], 0.15, lambda t: always(t) or t.text in demo)
+            group([t for t, _ in tpls], 0.15, lambda t: always(t) or t.text in demo)
             self.lookup_tpls[rel] = tpls
-        self.pairs = pick([Template(f"pair{i}", q, expr) for i, (q, _, expr) in enumerate(T.LOOKUP_PAIRS)], 0.2,
-                          lambda t: "moons" in t.text and "together" in t.text)
         self.pair_rel = {f"pair{i}": rel for i, (_, rel, _) in enumerate(T.LOOKUP_PAIRS)}
-        self.lcalcs = pick([Template(f"lcalc{i}", q, expr) for i, (q, _, expr) in enumerate(T.LOOKUP_CALCS)], 0.2)
+        self.pairs = group([Template(f"pair{i}", q, expr) for i, (q, _, expr) in enumerate(T.LOOKUP_PAIRS)], 0.2,
+                           lambda t: "moons" in t.text and "together" in t.text, lambda t: (self.pair_rel[t.id], t.expr))
         self.lcalc_rel = {f"lcalc{i}": rel for i, (_, rel, _) in enumerate(T.LOOKUP_CALCS)}
-        self.chains = pick([Template(f"chain{i}", q, f"{e1}|{e2}") for i, (q, e1, e2) in enumerate(T.CALC_CHAINS)], 0.2)
-        self.follow = pick([Template(f"follow{i}", q, e) for i, (q, e) in enumerate(T.FOLLOW_UPS)], 0.2)
+        self.lcalcs = group([Template(f"lcalc{i}", q, expr) for i, (q, _, expr) in enumerate(T.LOOKUP_CALCS)], 0.2,
+                            meaning=lambda t: (self.lcalc_rel[t.id], t.expr))
+        self.chains = group([Template(f"chain{i}", q, f"{e1}|{e2}") for i, (q, e1, e2) in enumerate(T.CALC_CHAINS)], 0.2)
+        self.follow = group([Template(f"follow{i}", q, e) for i, (q, e) in enumerate(T.FOLLOW_UPS)], 0.2)
+
+        # Hold out a share of each group, but only new PHRASINGS of what training teaches: a held-out
+        # template means what a training template of its group means (the same expression, relation), and
+        # every word of it stays in some training template. "Who composed X?" with no other "composed" in
+        # training, or the only "subtract, then divide" chain, would test English or a task the model was
+        # never given, not generalisation from the traces.
+        in_training = Counter(w for tpls, *_ in groups for t in tpls for w in template_words(t.text))
+        for tpls, frac, keep, meaning in groups:
+            cands = [t for t in tpls if not keep(t)]
+            want = max(1, round(frac * len(cands)))
+            meanings = Counter(meaning(t) for t in tpls)
+            for t in rng.sample(cands, len(cands)):
+                words = Counter(template_words(t.text))
+                if want and meanings[meaning(t)] > 1 and all(in_training[w] > n for w, n in words.items()):
+                    t.heldout, want = True, want - 1
+                    in_training.subtract(words)
+                    meanings[meaning(t)] -= 1
         self.talk_tpls = [Template(f"talk{i}:{j}", q, a) for i, (qs, a) in enumerate(T.SMALL_TALK) for j, q in enumerate(qs)]
         self.talk_tpls += [Template(f"talktest{i}", q, a, heldout=True) for i, (q, a) in enumerate(T.SMALL_TALK_TEST)]
         # misses: every 4th name is asked only in test

@@ -11,7 +11,7 @@ from agent.tools import calc, lookup, normalize
 from agent_sft.generate import (ADDED_FACTS, FORBIDDEN, INVENTED_KB, MAX_APPROX_TOKENS, TEST_CATEGORIES,
                                  approx_tokens, build, user_texts)
 from agent_sft import templates as T
-from agent_sft.traces import HERE, KB_FILE, SEVEN, Generator
+from agent_sft.traces import HERE, KB_FILE, SEVEN, Generator, template_words
 from sft.data import validate_conversation
 from transformer.chat import parse_action
 
@@ -44,6 +44,16 @@ def test_generation_is_deterministic_and_seeded():
     assert a == b
     assert a["train"] != c["train"]
     assert Counter(r["category"] for r in a["test"]) == {k: 5 for k in TEST_CATEGORIES}
+
+
+def test_exclude_keeps_given_conversations_out_of_train_and_val():
+    def users(rec):
+        return tuple(m["content"] for m in rec["messages"] if m["role"] == "user")
+    plain = build(0, 300, 40, 5)
+    banned = frozenset(users(r) for r in plain["train"][:150] + plain["val"][:20])
+    kept = build(0, 300, 40, 5, exclude=banned)
+    assert len(kept["train"]) == 300 and len(kept["val"]) == 40
+    assert not banned & {users(r) for r in kept["train"] + kept["val"]}
 
 
 def test_committed_files_are_what_seed_0_generates(files):
@@ -116,6 +126,23 @@ def test_heldout_templates_never_in_train_or_val(files, gen):
     held = [r for r in files["test"] if "template" in r["heldout"]]
     assert len(held) >= 100
     assert sum(any(gen.heldout_regex.fullmatch(q) for q in user_texts(r["messages"])) for r in held) == len(held)
+
+
+def test_heldout_templates_are_new_phrasings_of_trained_meanings(files, gen):
+    # "Who composed X?" may be held out only if training asks with "composed" somewhere else
+    trained = {w for r in files["train"] for q in user_texts(r["messages"]) for w in template_words(q)}
+    held = [t for ts in [*gen.arith_tpls.values(), gen.pairs, gen.lcalcs, gen.chains, gen.follow,
+                         *([t for t, _ in ts] for ts in gen.lookup_tpls.values())] for t in ts if t.heldout]
+    assert len(held) >= 150
+    # relations missing from the KB are themselves held out, like entities (every 4th: test only)
+    test_only = {w for pool in gen.miss_pool.values() for i, x in enumerate(pool) if i % 4 == 3
+                 for w in template_words(x)}
+    for t in held:
+        assert set(template_words(t.text)) - test_only <= trained, (t.text, set(template_words(t.text)) - trained)
+    # ... and says what a training template of its kind says (the same expression and relation)
+    for tpls, rel in ((gen.pairs, gen.pair_rel), (gen.lcalcs, gen.lcalc_rel), (gen.chains, {}), (gen.follow, {})):
+        for t in (t for t in tpls if t.heldout):
+            assert any(not u.heldout and u.expr == t.expr and rel.get(u.id) == rel.get(t.id) for u in tpls), t.text
 
 
 def test_heldout_number_band_never_in_train_or_val(files):
