@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import random
 import re
+import unicodedata
 
 from .templates import LOWER_RELATIONS
 
@@ -68,11 +69,21 @@ RELATIONS = ["main export", "national bird", "favourite colour", "oldest bridge"
 COMMON_WORDS = ["teal", "crimson", "amber", "silver", "olive", "indigo", "copper", "saffron", "jade", "ivory",
                 "salt", "timber", "wool", "tin", "glass", "honey", "the heron", "the fox", "the otter", "the lynx",
                 "blue and gold", "red and white", "the lily", "the oak", "the kestrel"]
+# letters with diacritics ("Zürich", "Chișinău", "đồng"): their UTF-8 bytes are rare tokens, and a fact added
+# to the KB later may be spelled with them, so some invented names carry one and the model learns to copy it
+ACCENTS = {"a": "áàâäãåąạả", "e": "éèêëęěếệ", "i": "íìîï", "o": "óòôöõøőồộơ", "u": "úùûüůưữ", "c": "çč",
+           "n": "ñń", "s": "śšș", "z": "źżž", "l": "ł", "d": "đ", "g": "ğ", "t": "ț", "r": "ř", "y": "ýÿ"}
+ACCENT_SHARE = 0.04  # of invented words
 UNITS = ["metres", "km", "kg", "years", "tonnes", "people", "km/h", "feet", "degrees", "days"]
 PERSON_RELATIONS = {"author", "composer", "painter", "founder", "inventor", "creator", "discoverer", "head chef",
                     "lead singer", "first mayor", "chief engineer", "famous poet", "patron saint"}
 WORK_RELATIONS = {"author", "composer", "painter"}  # their entities are works, not places
 LOWER_ENTITY_RELATIONS = LOWER_RELATIONS | {"chemical symbol", "atomic number", "chemical formula"}
+
+
+def fold(name: str) -> str:
+    """Lowercase without accents, as `lookup` compares keys."""
+    return "".join(c for c in unicodedata.normalize("NFKD", name.lower()) if not unicodedata.combining(c))
 
 
 class Inventor:
@@ -85,7 +96,7 @@ class Inventor:
 
     def __init__(self, rng: random.Random, avoid: set[str], banned: set[str] = frozenset(),
                  pieces: list[str] = ()):
-        self.rng, self.avoid, self.used = rng, avoid, set()
+        self.rng, self.avoid, self.used = rng, {fold(a) for a in avoid}, set()
         # a banned name must not occur as a word; a long one (a distinctive held-out name) not even inside one
         self.banned = re.compile("|".join(rf"(?<!\w){re.escape(b)}(?!\w)" if len(b) < 6 else re.escape(b)
                                           for b in sorted(banned)) or r"(?!)")
@@ -122,7 +133,15 @@ class Inventor:
 
     def raw_word(self) -> str:
         """One lowercase word: a letter-chain word (half of them), a syllable blend, a real word, a splice
-        of two real words, or a word with a place-like ending."""
+        of two real words, or a word with a place-like ending; a few with one accented letter."""
+        w = self._plain_word()
+        spots = [i for i, ch in enumerate(w) if ch in ACCENTS]
+        if spots and self.rng.random() < ACCENT_SHARE:
+            i = self.rng.choice(spots)
+            w = w[:i] + self.rng.choice(ACCENTS[w[i]]) + w[i + 1:]
+        return w
+
+    def _plain_word(self) -> str:
         r, kind = self.rng, self.rng.random()
         if kind < 0.5:
             return self.markov()
@@ -153,7 +172,7 @@ class Inventor:
             LOWER_FORMS if relation in LOWER_ENTITY_RELATIONS else PLACE_FORMS
         while True:
             name = self._fill(forms)
-            low = name.lower()
+            low = fold(name)  # lookup ignores accents: "Zürich" and "Zurich" would be one key
             bare = low.removeprefix("the ")
             if low not in self.used and bare not in self.avoid and low not in self.avoid and self.clean(name):
                 self.used.add(low)

@@ -29,6 +29,7 @@ from .invented import RELATIONS as INVENTED_RELATIONS, Inventor
 HERE = Path(__file__).resolve().parent
 KB_FILE = HERE / "kb.json"
 TRAIN_DIGITS, HELDOUT_DIGITS = (1, 2, 3, 4, 5, 6, 8, 9), 7
+ROUND_SHARE = 0.15  # of multi-digit operands: trailing zeros, as people write them ("3000", "450000")
 SEVEN = re.compile(r"(?<![\d.])\d{7}(?!\d)")  # an integer of the held-out digit band
 # the eval's added facts (agent_sft.generate.ADDED_FACTS): never in any training text
 FORBIDDEN = ["mongolia", "mascot", "oskar vell", "old mill tower", "novium"]
@@ -253,6 +254,9 @@ class Generator:
         else:
             d = r.choice(digits)
             s = str(r.randint(10 ** (d - 1) if d > 1 else 0, 10 ** d - 1))
+            if d > 1 and r.random() < ROUND_SHARE:  # "3000 times 400": runs of zeros to copy exactly
+                z = r.randint(1, d - 1)
+                s = s[:-z] + "0" * z
         return "-" + s if r.random() < negative and s not in ("0", "0.") else s
 
     def entity(self, rel: str, test_entity: bool) -> str | None:

@@ -3,6 +3,7 @@ held-out entities, templates and number band really never occur in train/val (ch
 committed files, not just on the generator's bookkeeping)."""
 import json
 import re
+import unicodedata
 from collections import Counter
 
 import pytest
@@ -199,3 +200,17 @@ def test_invented_names_leak_no_heldout_name_and_reach_chains_and_misses(files, 
     assert inv["multi_step"] > 300 and inv["kb_miss"] > 300 and inv["multi_turn"] > 100
     chains = [r for r in files["train"] if r["category"] == "multi_step" and r.get("kb") == "invented"]
     assert all(not r["entities"] for r in chains) and any(n == "calc" for r in chains for n, _, _ in actions(r))
+
+
+def test_invented_names_with_accents_stay_distinct_keys():
+    # lookup ignores accents, so "Zürich" and "Zurich" would be one key and one of the facts unreachable
+    kb = json.loads((DATA / INVENTED_KB).read_text(encoding="utf-8"))
+    assert len({normalize(k) for k in kb}) == len(kb)
+    accented = [k for k in kb if any(unicodedata.combining(c) for c in unicodedata.normalize("NFD", k))]
+    assert len(accented) > len(kb) // 50, "some invented names carry an accented letter"
+
+
+def test_training_has_round_operands(files):
+    questions = [q for r in files["train"] if r["category"] == "arithmetic" for q in user_texts(r["messages"])]
+    round_ = [q for q in questions if re.search(r"(?<![\d.])[1-9]\d*000(?![\d.])", q)]
+    assert len(round_) > len(questions) // 40, (len(round_), len(questions))
