@@ -101,7 +101,7 @@ def build(seed: int = 0, n_train: int = 20000, n_val: int = 600, n_test: int = 1
     def tags(item: dict) -> list[str]:
         text = " ".join(user_texts(item["msgs"]))
         out = []
-        if any(t in g.heldout_templates for t in item["templates"]):
+        if any(t in g.tpl.heldout_templates for t in item["templates"]):
             out.append("template")
         if any(e in g.heldout_entities for e in item["entities"]) or \
                 any(re.search(rf"(?<!\w){re.escape(n)}(?!\w)", text) for n in test_only_names):
@@ -111,7 +111,7 @@ def build(seed: int = 0, n_train: int = 20000, n_val: int = 600, n_test: int = 1
         return out
 
     def allowed_in_training(item: dict) -> bool:
-        return not any(SEVEN.search(q) or g.heldout_regex.fullmatch(q) or any(f in q.lower() for f in FORBIDDEN)
+        return not any(SEVEN.search(q) or g.tpl.heldout_regex.fullmatch(q) or any(f in q.lower() for f in FORBIDDEN)
                        for q in user_texts(item["msgs"])) and not tags(item)
 
     def record(item: dict, category: str, split: str) -> dict:

@@ -1,8 +1,8 @@
 """Trace builders for agent SFT: one user turn per category, each tool step run for real.
 
-`Generator(seed)` reads the KB, decides what is held out for the test split (whole entities, and
-question templates: frame x core combinations, relation questions, chains, small-talk lines) and
-writes turns with `arith`, `fact`, `miss`, `multi`, `talk`, `error`, `follow_up`, `multi_turn`.
+`Generator(seed)` reads the KB, decides what is held out for the test split (whole entities here,
+question templates in agent_sft.heldout) and writes turns with `arith`, `fact`, `miss`, `multi`,
+`talk`, `error`, `follow_up`, `multi_turn`.
 Each returns {"msgs", "expected" (one per user turn), "templates", "entities"} or None (draw again).
 Every observation is the return value of agent.tools.calc / agent.tools.lookup on that action.
 Flags: test (may use held-out things), ht (held-out template: True only / False never / None any),
@@ -16,14 +16,13 @@ import re
 import shutil
 import tempfile
 import weakref
-from collections import Counter
 from pathlib import Path
-from typing import Callable
 
 from agent.tools import calc, lookup
 from sft.data import load_conversations
 
 from . import templates as T
+from .heldout import Template, build_templates
 from .invented import RELATIONS as INVENTED_RELATIONS, Inventor
 
 HERE = Path(__file__).resolve().parent
@@ -35,7 +34,6 @@ SEVEN = re.compile(r"(?<![\d.])\d{7}(?!\d)")  # an integer of the held-out digit
 FORBIDDEN = ["mongolia", "mascot", "oskar vell", "old mill tower", "novium"]
 # entities the demo and the ten-query table use: always in training
 PROTECTED = {"france", "hamlet", "gold", "light", "africa", "mercury", "venus", "earth", "mars", "water"}
-N_PLACEHOLDER = r"-?\d+(?:\.\d+)?"
 N_INVENTED = 4000  # invented facts (agent_sft.invented) for the copying-only lookup traces
 NUMERIC_RELATIONS, N_INVENTED_NUMERIC = ("atomic number", "number of moons", "year"), 300
 # training only: shares of multi-step chains and KB misses built on invented entities (copying, not recall)
@@ -64,22 +62,6 @@ def display(entity: str, relation: str) -> str:
         else:
             out.append("-".join(p[:1].upper() + p[1:] for p in w.split("-")))
     return " ".join(out)
-
-
-def template_words(text: str) -> list[str]:
-    """The words and symbols of a question template, placeholders left out: "Who composed {E}?" ->
-    ["who", "composed", "?"]."""
-    return [w for w in re.findall(r"\{\w+\}|\w+|[^\w\s]", text.lower()) if not w.startswith("{")]
-
-
-class Template:
-    """A question pattern with placeholders {a} {b} {c} {k} (numbers) and {E} {E1} {E2} (entities)."""
-
-    def __init__(self, tid: str, text: str, expr: str = "", heldout: bool = False):
-        self.id, self.text, self.expr, self.heldout = tid, text, expr, heldout
-        parts = re.split(r"(\{[a-zA-Z0-9]+\})", text)
-        self.pattern = "".join((N_PLACEHOLDER if p in ("{a}", "{b}", "{c}", "{k}") else ".+")
-                               if re.fullmatch(r"\{[a-zA-Z0-9]+\}", p) else re.escape(p) for p in parts)
 
 
 class Turn:
@@ -114,7 +96,11 @@ class Generator:
             self.facts.setdefault(rel, []).append(ent)
         self.values = {k.lower(): v for k, v in kb.items()}
         self._choose_heldout_entities(kb)
-        self._build_templates()
+        self.tpl = build_templates(list(self.facts), random.Random(self.rng.random()))
+        # misses: every 4th name is asked only in test
+        self.miss_pool = {
+            "country": T.MISSING_COUNTRIES, "relation": T.MISSING_RELATIONS, "place": T.INVENTED_ENTITIES,
+            "work": T.INVENTED_WORKS, "element": T.INVENTED_ELEMENTS, "moons": T.MISSING_MOONS}
         self._invent_facts()
 
     # ------------------------------------------------------------------ held-out choices
@@ -135,72 +121,6 @@ class Generator:
         eligible = sorted(set(eligible))
         self.heldout_entities = set(rng.sample(eligible, len(eligible) // 8))
         self.entity_names = names
-
-    def _build_templates(self) -> None:
-        rng = random.Random(self.rng.random())
-        # (templates, share to hold out, never hold out, what a template means: the expression it asks for)
-        groups: list[tuple[list[Template], float, Callable[[Template], bool], Callable[[Template], object]]] = []
-
-        def group(tpls: list[Template], frac: float, keep=lambda t: False, meaning=lambda t: t.expr) -> list[Template]:
-            groups.append((tpls, frac, keep, meaning))
-            return tpls
-
-        always = lambda t: any(t.text.startswith(f.replace("{X}", "")) for f in T.ALWAYS_TRAIN_FRAMES)
-        self.arith_tpls: dict[str, list[Template]] = {}
-        for op, cores in T.ARITH_CORES.items():
-            tpls = [Template(f"arith:{op}:f{i}:c{j}", frame.replace("{X}", core), expr)
-                    for i, frame in enumerate(T.NOUN_FRAMES) for j, (core, expr) in enumerate(cores)]
-            tpls += [Template(f"arith:{op}:imp{j}", q, expr) for j, (q, expr) in enumerate(T.ARITH_IMPERATIVES[op])]
-            self.arith_tpls[op] = group(tpls, 0.15, always)
-        demo = {"Who wrote {E}?", "Who is the author of {E}?", "Which city is the capital of {E}?",
-                "Tell me {E}'s capital.", "How many moons does {E} have?"}
-        self.lookup_tpls: dict[str, list[tuple[Template, str]]] = {}
-        for rel in sorted(self.facts) + T.MISSING_RELATIONS:
-            join = "in" if rel in T.IN_RELATIONS else "of"
-            tpls = [(Template(f"lookup:{rel}:f{i}", frame.replace("{X}", f"the {rel} {join} {{E}}")), f"{rel} {join} {{E}}")
-                    for i, frame in enumerate(T.FACT_FRAMES)]
-            tpls += [(Template(f"lookup:{rel}:q{j}", q), key) for j, (q, key) in enumerate(T.RELATION_QUESTIONS.get(rel, []))]
-            group([t for t, _ in tpls], 0.15, lambda t: always(t) or t.text in demo)
-            self.lookup_tpls[rel] = tpls
-        self.pair_rel = {f"pair{i}": rel for i, (_, rel, _) in enumerate(T.LOOKUP_PAIRS)}
-        self.pairs = group([Template(f"pair{i}", q, expr) for i, (q, _, expr) in enumerate(T.LOOKUP_PAIRS)], 0.2,
-                           lambda t: "moons" in t.text and "together" in t.text, lambda t: (self.pair_rel[t.id], t.expr))
-        self.lcalc_rel = {f"lcalc{i}": rel for i, (_, rel, _) in enumerate(T.LOOKUP_CALCS)}
-        self.lcalcs = group([Template(f"lcalc{i}", q, expr) for i, (q, _, expr) in enumerate(T.LOOKUP_CALCS)], 0.2,
-                            meaning=lambda t: (self.lcalc_rel[t.id], t.expr))
-        self.chains = group([Template(f"chain{i}", q, f"{e1}|{e2}") for i, (q, e1, e2) in enumerate(T.CALC_CHAINS)], 0.2)
-        self.follow = group([Template(f"follow{i}", q, e) for i, (q, e) in enumerate(T.FOLLOW_UPS)], 0.2)
-
-        # Hold out a share of each group, but only new PHRASINGS of what training teaches: a held-out
-        # template means what a training template of its group means (the same expression, relation), and
-        # every word of it stays in some training template. "Who composed X?" with no other "composed" in
-        # training, or the only "subtract, then divide" chain, would test English or a task the model was
-        # never given, not generalisation from the traces.
-        in_training = Counter(w for tpls, *_ in groups for t in tpls for w in template_words(t.text))
-        for tpls, frac, keep, meaning in groups:
-            cands = [t for t in tpls if not keep(t)]
-            want = max(1, round(frac * len(cands)))
-            meanings = Counter(meaning(t) for t in tpls)
-            for t in rng.sample(cands, len(cands)):
-                words = Counter(template_words(t.text))
-                if want and meanings[meaning(t)] > 1 and all(in_training[w] > n for w, n in words.items()):
-                    t.heldout, want = True, want - 1
-                    in_training.subtract(words)
-                    meanings[meaning(t)] -= 1
-        self.talk_tpls = [Template(f"talk{i}:{j}", q, a) for i, (qs, a) in enumerate(T.SMALL_TALK) for j, q in enumerate(qs)]
-        self.talk_tpls += [Template(f"talktest{i}", q, a, heldout=True) for i, (q, a) in enumerate(T.SMALL_TALK_TEST)]
-        # misses: every 4th name is asked only in test
-        self.miss_pool = {
-            "country": T.MISSING_COUNTRIES, "relation": T.MISSING_RELATIONS, "place": T.INVENTED_ENTITIES,
-            "work": T.INVENTED_WORKS, "element": T.INVENTED_ELEMENTS, "moons": T.MISSING_MOONS}
-        self.heldout_templates = {t.id for ts in [*self.arith_tpls.values(), self.pairs, self.lcalcs, self.chains,
-                                                  self.follow, self.talk_tpls] for t in ts if t.heldout}
-        self.heldout_templates |= {t.id for ts in self.lookup_tpls.values() for t, _ in ts if t.heldout}
-        held = [t for ts in [*self.arith_tpls.values(), self.pairs, self.lcalcs, self.chains, self.follow,
-                             self.talk_tpls] for t in ts if t.heldout]
-        held += [t for ts in self.lookup_tpls.values() for t, _ in ts if t.heldout]
-        # one regex for "this question was written with a held-out template"
-        self.heldout_regex = re.compile("|".join(f"(?:{t.pattern})" for t in held))
 
     def _invent_facts(self) -> None:
         """The training-only invented KB, written to a temp file that the real lookup tool reads."""
@@ -276,7 +196,7 @@ class Generator:
     def arith(self, test=False, ht=None, hn=False) -> dict | None:
         op = self.weighted({"add": .2, "sub": .18, "mul": .18, "div": .14, "pow": .1, "square": .04,
                             "cube": .03, "paren": .13})
-        tpl = self.choose_template(self.arith_tpls[op], test, ht)
+        tpl = self.choose_template(self.tpl.arith_tpls[op], test, ht)
         num, r = self.number, self.rng
         if op in ("add", "sub", "mul"):
             v = {"a": num(), "b": num()}
@@ -312,7 +232,7 @@ class Generator:
         rels = [rel for rel in sorted(self.facts) if not he or any(e in self.heldout_entities for e in self.facts[rel])]
         rel = self.rng.choices(rels, [len(self.facts[x]) ** 0.5 for x in rels])[0]
         ent = self.entity(rel, he)
-        pick = self.choose_template(self.lookup_tpls[rel], test, ht)
+        pick = self.choose_template(self.tpl.lookup_tpls[rel], test, ht)
         if ent is None or pick is None:
             return None
         tpl, keyfmt = pick
@@ -351,8 +271,8 @@ class Generator:
 
     def invented_question(self, rel: str, ent: str, test: bool, ht) -> tuple[str, str, str] | None:
         """(question, key, template id) asking for `rel` of an invented entity."""
-        if rel in self.lookup_tpls:
-            pick = self.choose_template(self.lookup_tpls[rel], test, ht)
+        if rel in self.tpl.lookup_tpls:
+            pick = self.choose_template(self.tpl.lookup_tpls[rel], test, ht)
             if pick is None:
                 return None
             tpl, keyfmt = pick
@@ -395,7 +315,7 @@ class Generator:
                               "element": ["chemical symbol", "atomic number"],
                               "moons": ["number of moons"]}[kind])
             ent = None
-        pick = self.choose_template(self.lookup_tpls[rel], test, ht)
+        pick = self.choose_template(self.tpl.lookup_tpls[rel], test, ht)
         if pick is None:
             return None
         tpl, keyfmt = pick
@@ -412,7 +332,7 @@ class Generator:
         kind = self.weighted({"pair": .45, "lcalc": .25, "chain": .3})
         rng = self.rng
         if kind == "chain":
-            tpl = self.choose_template(self.chains, test, ht)
+            tpl = self.choose_template(self.tpl.chains, test, ht)
             v = {k: self.number((1, 2, 3), 0.05, 0.05) for k in "abc"}
             first, second = tpl.expr.split("|")
             turn = Turn(tpl.text.format(**v), self.kb_path)
@@ -423,7 +343,7 @@ class Generator:
                 return None
             return {"msgs": turn.answer(T.ANSWER_MULTI.format(result=r2)), "templates": [tpl.id], "entities": [],
                     "expected": [{"kind": "number", "answer": r2, "tools": ["calc"]}]}
-        tpls, rels = (self.pairs, self.pair_rel) if kind == "pair" else (self.lcalcs, self.lcalc_rel)
+        tpls, rels = (self.tpl.pairs, self.tpl.pair_rel) if kind == "pair" else (self.tpl.lcalcs, self.tpl.lcalc_rel)
         tpl = self.choose_template(tpls, test, ht)
         rel = rels[tpl.id]
         if not test and rng.random() < INVENTED_MULTI:  # invented entities: the invented KB's numbers
@@ -465,7 +385,7 @@ class Generator:
                 "expected": [{"kind": "number", "answer": result, "tools": ["lookup", "calc"]}], **extra}
 
     def talk(self, test=False, ht=None, **_) -> dict | None:
-        tpl = self.choose_template(self.talk_tpls, test, ht)
+        tpl = self.choose_template(self.tpl.talk_tpls, test, ht)
         msgs = [{"role": "user", "content": tpl.text}, {"role": "assistant", "content": tpl.expr}]
         return {"msgs": msgs, "expected": [{"kind": "chat", "answer": None, "tools": []}],
                 "templates": [tpl.id], "entities": []}
@@ -473,10 +393,10 @@ class Generator:
     def error(self, test=False, ht=None, hn=False) -> dict | None:
         r = self.rng
         if r.random() < 0.75:
-            tpl = self.choose_template(self.arith_tpls["div"], test, ht)
+            tpl = self.choose_template(self.tpl.arith_tpls["div"], test, ht)
             v = {"a": self.number(), "b": "0"}
         else:
-            tpl = self.choose_template(self.arith_tpls["pow"], test, ht)
+            tpl = self.choose_template(self.tpl.arith_tpls["pow"], test, ht)
             v = {"a": str(r.randint(1000, 999999)), "b": str(r.randint(20, 99))}
         if hn:
             v["a"] = str(r.randint(10 ** (HELDOUT_DIGITS - 1), 10 ** HELDOUT_DIGITS - 1))
@@ -491,7 +411,7 @@ class Generator:
 
     def follow_up(self, prev: dict, test=False, ht=None) -> dict | None:
         r = prev["expected"][-1]["answer"]
-        tpl = self.choose_template(self.follow, test, ht)
+        tpl = self.choose_template(self.tpl.follow, test, ht)
         k = self.rng.randint(2, 20)
         expr = tpl.expr.format(r=r, k=k)
         turn = Turn(tpl.text.format(k=k), self.kb_path)

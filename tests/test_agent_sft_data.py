@@ -12,7 +12,8 @@ from agent.tools import calc, lookup, normalize
 from agent_sft.generate import (ADDED_FACTS, FORBIDDEN, INVENTED_KB, MAX_APPROX_TOKENS, TEST_CATEGORIES,
                                  approx_tokens, build, user_texts)
 from agent_sft import templates as T
-from agent_sft.traces import HERE, KB_FILE, SEVEN, Generator, template_words
+from agent_sft.heldout import template_words
+from agent_sft.traces import HERE, KB_FILE, SEVEN, Generator
 from sft.data import validate_conversation
 from transformer.chat import parse_action
 
@@ -118,22 +119,22 @@ def test_heldout_entities_never_in_train_or_val(files, gen):
 
 
 def test_heldout_templates_never_in_train_or_val(files, gen):
-    assert len(gen.heldout_templates) >= 50
+    assert len(gen.tpl.heldout_templates) >= 50
     for split in ("train", "val"):
         for r in files[split]:
-            assert not set(r["templates"]) & gen.heldout_templates
+            assert not set(r["templates"]) & gen.tpl.heldout_templates
             for q in user_texts(r["messages"]):
-                assert not gen.heldout_regex.fullmatch(q), (split, q)
+                assert not gen.tpl.heldout_regex.fullmatch(q), (split, q)
     held = [r for r in files["test"] if "template" in r["heldout"]]
     assert len(held) >= 100
-    assert sum(any(gen.heldout_regex.fullmatch(q) for q in user_texts(r["messages"])) for r in held) == len(held)
+    assert sum(any(gen.tpl.heldout_regex.fullmatch(q) for q in user_texts(r["messages"])) for r in held) == len(held)
 
 
 def test_heldout_templates_are_new_phrasings_of_trained_meanings(files, gen):
     # "Who composed X?" may be held out only if training asks with "composed" somewhere else
     trained = {w for r in files["train"] for q in user_texts(r["messages"]) for w in template_words(q)}
-    held = [t for ts in [*gen.arith_tpls.values(), gen.pairs, gen.lcalcs, gen.chains, gen.follow,
-                         *([t for t, _ in ts] for ts in gen.lookup_tpls.values())] for t in ts if t.heldout]
+    held = [t for ts in [*gen.tpl.arith_tpls.values(), gen.tpl.pairs, gen.tpl.lcalcs, gen.tpl.chains, gen.tpl.follow,
+                         *([t for t, _ in ts] for ts in gen.tpl.lookup_tpls.values())] for t in ts if t.heldout]
     assert len(held) >= 150
     # relations missing from the KB are themselves held out, like entities (every 4th: test only)
     test_only = {w for pool in gen.miss_pool.values() for i, x in enumerate(pool) if i % 4 == 3
@@ -141,7 +142,7 @@ def test_heldout_templates_are_new_phrasings_of_trained_meanings(files, gen):
     for t in held:
         assert set(template_words(t.text)) - test_only <= trained, (t.text, set(template_words(t.text)) - trained)
     # ... and says what a training template of its kind says (the same expression and relation)
-    for tpls, rel in ((gen.pairs, gen.pair_rel), (gen.lcalcs, gen.lcalc_rel), (gen.chains, {}), (gen.follow, {})):
+    for tpls, rel in ((gen.tpl.pairs, gen.tpl.pair_rel), (gen.tpl.lcalcs, gen.tpl.lcalc_rel), (gen.tpl.chains, {}), (gen.tpl.follow, {})):
         for t in (t for t in tpls if t.heldout):
             assert any(not u.heldout and u.expr == t.expr and rel.get(u.id) == rel.get(t.id) for u in tpls), t.text
 
