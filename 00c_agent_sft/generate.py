@@ -170,6 +170,7 @@ def build(seed: int = 0, n_train: int = 20000, n_val: int = 600, n_test: int = 1
                 continue
             seen.add(tuple(user_texts(item["msgs"])))
             test.append(record(item, cat, "test"))
+            g.test_uses.update(item["templates"])
             got += 1
     return {"train": train, "val": val, "test": test, "kb_invented": g.invented}
 

@@ -16,6 +16,7 @@ import re
 import shutil
 import tempfile
 import weakref
+from collections import Counter
 from pathlib import Path
 
 from agent.tools import calc, lookup
@@ -89,6 +90,7 @@ class Turn:
 class Generator:
     def __init__(self, seed: int = 0, kb_path: Path = KB_FILE):
         self.rng, self.kb_path = random.Random(seed), kb_path
+        self.test_uses: Counter = Counter()  # template id -> test items written with it (generate.build counts)
         kb = json.loads(kb_path.read_text(encoding="utf-8"))
         self.facts: dict[str, list[str]] = {}
         for key in sorted(kb):
@@ -161,10 +163,13 @@ class Generator:
     # ------------------------------------------------------------------ small pieces
     def choose_template(self, tpls: list, test: bool, heldout: bool | None):
         """train/val: never a held-out template; test: held-out only if heldout else seen only (None: any)."""
-        def is_h(t):
-            return (t[0] if isinstance(t, tuple) else t).heldout
-        pool = [t for t in tpls if not is_h(t)] if not test or heldout is False else \
-            [t for t in tpls if is_h(t)] if heldout else tpls
+        def tpl(t):
+            return t[0] if isinstance(t, tuple) else t
+        pool = [t for t in tpls if not tpl(t).heldout] if not test or heldout is False else \
+            [t for t in tpls if tpl(t).heldout] if heldout else tpls
+        if test and heldout and pool:  # spread the test items evenly over the held-out templates
+            fewest = min(self.test_uses[tpl(t).id] for t in pool)
+            pool = [t for t in pool if self.test_uses[tpl(t).id] == fewest]
         return self.rng.choice(pool) if pool else None
 
     def number(self, digits=TRAIN_DIGITS, decimal=0.12, negative=0.08) -> str:

@@ -215,3 +215,13 @@ def test_training_has_round_operands(files):
     questions = [q for r in files["train"] if r["category"] == "arithmetic" for q in user_texts(r["messages"])]
     round_ = [q for q in questions if re.search(r"(?<![\d.])[1-9]\d*000(?![\d.])", q)]
     assert len(round_) > len(questions) // 40, (len(round_), len(questions))
+
+
+def test_test_items_spread_evenly_over_heldout_templates(files):
+    # a random pick gave one draw 7 items of one held-out pair template and 3 of another, enough to move
+    # the multi-step score by points; the generator now takes the least-used held-out template
+    uses = Counter(t for r in files["test"] if r["category"] == "multi_step" and "template" in r["heldout"]
+                   for t in r["templates"])
+    for kind in ("pair", "lcalc", "chain"):
+        counts = [n for t, n in uses.items() if re.fullmatch(rf"{kind}\d+", t)]
+        assert counts and max(counts) - min(counts) <= 2, (kind, uses)
