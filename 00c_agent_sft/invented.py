@@ -98,8 +98,9 @@ class Inventor:
                  pieces: list[str] = ()):
         self.rng, self.avoid, self.used = rng, {fold(a) for a in avoid}, set()
         # a banned name must not occur as a word; a long one (a distinctive held-out name) not even inside one
+        # (compared without accents, as lookup compares: "Bülgaria" would be the held-out "Bulgaria")
         self.banned = re.compile("|".join(rf"(?<!\w){re.escape(b)}(?!\w)" if len(b) < 6 else re.escape(b)
-                                          for b in sorted(banned)) or r"(?!)")
+                                          for b in sorted({fold(b) for b in banned})) or r"(?!)")
         self.pieces = sorted({w.lower() for w in [*WORDS, *pieces] if w.isalpha() and len(w) >= 3})
         # letter statistics of real words (order-2 Markov chain): new words that still spell like English,
         # so that their tokens are the tokenizer's ordinary sub-word pieces, rare ones included
@@ -114,7 +115,7 @@ class Inventor:
         return word.lower() not in banned and not any(b in word.lower() for b in banned if len(b) >= 6)
 
     def clean(self, text: str) -> bool:
-        return not self.banned.search(text.lower())
+        return not self.banned.search(fold(text))
 
     def syllables(self, lo: int = 2, hi: int = 3) -> str:
         r = self.rng
