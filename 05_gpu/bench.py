@@ -37,6 +37,15 @@ def find_cublas() -> str | None:
     return None
 
 
+def save_report(out: str | Path, script: str, argv: list[str] | None, **fields) -> None:
+    """A benchmark's JSON report: the device and versions, its fields, and the command that wrote it."""
+    import triton
+    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+              **fields, "command": f"python -m {script} " + " ".join(sys.argv[1:] if argv is None else argv)}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=2) + "\n")
+
+
 def log(msg: str, lines: list) -> None:
     print(msg, flush=True)
     lines.append(msg)

@@ -14,17 +14,15 @@ at cache lengths (the new token's position) 32, 160, 288 and 1000. Prints and wr
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import torch
 
+from gpu.bench import save_report
 from gpu.decode_attention import decode_attention
 from gpu.qkv_attention import qkv_attention
 from gpu.small_linear import small_linear
 
-import triton  # noqa: E402  (after gpu, which picks interpreter vs GPU)
 
 C, H, L, MAX_LEN = 768, 12, 12, 1024
 
@@ -95,13 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in variants:
             results[name][n] = round(per_chain_us(chain(variants[name])), 1)
         print(f"position {n:5d}: " + ", ".join(f"{k} {v[n]:6.1f} us" for k, v in results.items()), flush=True)
-    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-              "what": f"{L} GPT-2-small layers at batch 1, bf16, one chain of PDL-launched kernels; us per chain",
-              "timing": "CUDA graph of 16 chains, median of 15 replays", "us_by_position": results,
-              "max_abs_diff_vs_two_kernels_by_position": diffs,
-              "command": "python -m gpu.bench_decode_layers " + " ".join(argv if argv is not None else sys.argv[1:])}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    save_report(args.out, "gpu.bench_decode_layers", argv,
+                what=f"{L} GPT-2-small layers at batch 1, bf16, one chain of PDL-launched kernels; us per chain",
+                timing="CUDA graph of 16 chains, median of 15 replays", us_by_position=results,
+                max_abs_diff_vs_two_kernels_by_position=diffs)
     return 0
 
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from gpu.bench import save_report
 from gpu.small_linear import _config, _small_linear_kernel, small_linear
 
 import triton  # noqa: E402  (after gpu, which picks interpreter vs GPU)
@@ -90,12 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     for B, t in per_layer.items():
         print(f"B={B}: one layer's four matmuls with their neighbours: torch ops {t['torch_ops_us']} us, "
               f"ours {t['ours_us']} us ({t['torch_ops_us'] / t['ours_us']:.2f}x)", flush=True)
-    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-              "dtype": "bfloat16", "timing": "triton.testing.do_bench_cudagraph (CUDA-graph replays), us",
-              "rows": rows, "per_layer": per_layer,
-              "command": "python -m gpu.bench_small_linear " + " ".join(argv if argv is not None else sys.argv[1:])}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    save_report(args.out, "gpu.bench_small_linear", argv, dtype="bfloat16",
+                timing="triton.testing.do_bench_cudagraph (CUDA-graph replays), us", rows=rows, per_layer=per_layer)
     return 0
 
 
