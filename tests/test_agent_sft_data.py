@@ -142,7 +142,9 @@ def test_heldout_templates_are_new_phrasings_of_trained_meanings(files, gen):
     for t in held:
         assert set(template_words(t.text)) - test_only <= trained, (t.text, set(template_words(t.text)) - trained)
     # ... and says what a training template of its kind says (the same expression and relation)
-    for tpls, rel in ((gen.tpl.pairs, gen.tpl.pair_rel), (gen.tpl.lcalcs, gen.tpl.lcalc_rel), (gen.tpl.chains, {}), (gen.tpl.follow, {})):
+    kinds = [(gen.tpl.pairs, gen.tpl.pair_rel), (gen.tpl.lcalcs, gen.tpl.lcalc_rel), (gen.tpl.chains, {}),
+             (gen.tpl.follow, {})]
+    for tpls, rel in kinds:
         for t in (t for t in tpls if t.heldout):
             assert any(not u.heldout and u.expr == t.expr and rel.get(u.id) == rel.get(t.id) for u in tpls), t.text
 
