@@ -33,12 +33,12 @@ def embed(idx: torch.Tensor, pos: torch.Tensor, wte: torch.Tensor, wpe: torch.Te
     if idx.dim() != 1 or pos.shape != idx.shape or wte.dim() != 2 or wpe.dim() != 2 or wte.size(1) != wpe.size(1):
         raise ValueError(f"need idx, pos (B,) and wte (V, C), wpe (L, C), got {tuple(idx.shape)}, "
                          f"{tuple(pos.shape)}, {tuple(wte.shape)}, {tuple(wpe.shape)}")
+    if wte.stride(1) != 1 or wpe.stride(1) != 1:
+        raise ValueError("embedding tables must have contiguous rows")
     check_device(idx, pos, wte, wpe)
     idx, pos = idx.contiguous(), pos.contiguous()
     B, C = idx.numel(), wte.size(1)
     x = torch.empty(B, C, device=wte.device, dtype=wte.dtype)
-    if wte.stride(1) != 1 or wpe.stride(1) != 1:
-        raise ValueError("embedding tables must have contiguous rows")
     BLOCK = min(1024, triton.next_power_of_2(C))
     if B:
         _embed_kernel[(B, triton.cdiv(C, BLOCK))](idx, pos, wte, wpe, x, C, wte.stride(0), wpe.stride(0),
