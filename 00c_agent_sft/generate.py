@@ -111,7 +111,7 @@ def build(seed: int = 0, n_train: int = 20000, n_val: int = 600, n_test: int = 1
         return out
 
     def allowed_in_training(item: dict) -> bool:
-        return not any(SEVEN.search(q) or g.tpl.heldout_regex.fullmatch(q) or any(f in q.lower() for f in FORBIDDEN)
+        return not any(SEVEN.search(q) or g.asked_with_heldout(q) or any(f in q.lower() for f in FORBIDDEN)
                        for q in user_texts(item["msgs"])) and not tags(item)
 
     def record(item: dict, category: str, split: str) -> dict:

@@ -18,6 +18,7 @@ from typing import Callable
 from . import templates as T
 
 N_PLACEHOLDER = r"-?\d+(?:\.\d+)?"
+NUMBER_SLOTS = ("{a}", "{b}", "{c}", "{k}")
 # the demo's phrasings and the ten-query table's: always in training
 DEMO_QUESTIONS = {"Who wrote {E}?", "Who is the author of {E}?", "Which city is the capital of {E}?",
                   "Tell me {E}'s capital.", "How many moons does {E} have?"}
@@ -34,9 +35,28 @@ class Template:
 
     def __init__(self, tid: str, text: str, expr: str = "", heldout: bool = False):
         self.id, self.text, self.expr, self.heldout = tid, text, expr, heldout
-        parts = re.split(r"(\{[a-zA-Z0-9]+\})", text)
-        self.pattern = "".join((N_PLACEHOLDER if p in ("{a}", "{b}", "{c}", "{k}") else ".+")
-                               if re.fullmatch(r"\{[a-zA-Z0-9]+\}", p) else re.escape(p) for p in parts)
+        self.parts = [p for p in re.split(r"(\{[a-zA-Z0-9]+\})", text) if p]
+        # a quick over-approximation: ".+" for an entity also reads "What is the atomic number of X plus 5?"
+        # as "What is the atomic number of {E}?"; `produces` is the exact test
+        self.pattern = "".join((N_PLACEHOLDER if p in NUMBER_SLOTS else ".+") if _slot(p) else re.escape(p)
+                               for p in self.parts)
+
+    def produces(self, text: str, is_name: Callable[[str], bool]) -> bool:
+        """Could this template have written `text`, each entity slot filled with a name (`is_name`) and
+        each number slot with a number? Tries every split of the text over the slots."""
+        def match(k: int, i: int) -> bool:
+            if k == len(self.parts):
+                return i == len(text)
+            p = self.parts[k]
+            if not _slot(p):
+                return text.startswith(p, i) and match(k + 1, i + len(p))
+            fits = (lambda s: re.fullmatch(N_PLACEHOLDER, s) is not None) if p in NUMBER_SLOTS else is_name
+            return any(fits(text[i:j]) and match(k + 1, j) for j in range(i + 1, len(text) + 1))
+        return match(0, 0)
+
+
+def _slot(part: str) -> bool:
+    return re.fullmatch(r"\{[a-zA-Z0-9]+\}", part) is not None
 
 
 class QuestionTemplates:
@@ -53,7 +73,13 @@ class QuestionTemplates:
     pair_rel: dict[str, str]                            # template id -> relation looked up
     lcalc_rel: dict[str, str]
     heldout_templates: set[str]
-    heldout_regex: re.Pattern
+    heldout_regex: re.Pattern                           # fullmatch: maybe asked with a held-out template
+    heldout: list[Template]
+
+    def asked_with_heldout(self, text: str, is_name: Callable[[str], bool]) -> bool:
+        """Is `text` a held-out template with names (`is_name`) and numbers filled in?"""
+        return self.heldout_regex.fullmatch(text) is not None and \
+            any(t.produces(text, is_name) for t in self.heldout if re.fullmatch(t.pattern, text))
 
 
 def build_templates(relations: list[str], rng: random.Random) -> QuestionTemplates:
@@ -109,6 +135,6 @@ def build_templates(relations: list[str], rng: random.Random) -> QuestionTemplat
     held = [t for ts in [*q.arith_tpls.values(), q.pairs, q.lcalcs, q.chains, q.follow, q.talk_tpls]
             for t in ts if t.heldout]
     held += [t for ts in q.lookup_tpls.values() for t, _ in ts if t.heldout]
-    q.heldout_templates = {t.id for t in held}
-    q.heldout_regex = re.compile("|".join(f"(?:{t.pattern})" for t in held))  # "asked with a held-out template"
+    q.heldout, q.heldout_templates = held, {t.id for t in held}
+    q.heldout_regex = re.compile("|".join(f"(?:{t.pattern})" for t in held))
     return q

@@ -24,7 +24,7 @@ from sft.data import load_conversations
 
 from . import templates as T
 from .heldout import Template, build_templates
-from .invented import RELATIONS as INVENTED_RELATIONS, Inventor
+from .invented import RELATIONS as INVENTED_RELATIONS, Inventor, fold
 
 HERE = Path(__file__).resolve().parent
 KB_FILE = HERE / "kb.json"
@@ -158,7 +158,19 @@ class Generator:
         tmp = tempfile.mkdtemp(prefix="kb_invented_")
         weakref.finalize(self, shutil.rmtree, tmp, ignore_errors=True)  # gone with the generator
         self.invented_kb = Path(tmp) / "kb_invented.json"
+        self.static_names = {fold(n) for n in [*self.entity_names.values(), *(x for pool in self.miss_pool.values()
+                                                                              for x in pool)]}
         self.invented_kb.write_text(json.dumps(self.invented, ensure_ascii=False, indent=0), encoding="utf-8")
+
+    def is_name(self, text: str, extra: frozenset[str] = frozenset()) -> bool:
+        """Is `text` a name this generator puts into questions (a KB entity, a missing or invented one)?
+        `extra`: more names (folded), e.g. the entities of lookups read back from a file."""
+        low = fold(text)
+        return low in self.inventor.used or low in self.static_names or low in extra
+
+    def asked_with_heldout(self, question: str, extra: frozenset[str] = frozenset()) -> bool:
+        """Could a held-out template have written this question (with this generator's names)?"""
+        return self.tpl.asked_with_heldout(question, lambda s: self.is_name(s, extra))
 
     # ------------------------------------------------------------------ small pieces
     def choose_template(self, tpls: list, test: bool, heldout: bool | None):

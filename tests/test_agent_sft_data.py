@@ -12,7 +12,8 @@ from agent.tools import calc, lookup, normalize
 from agent_sft.generate import (ADDED_FACTS, FORBIDDEN, INVENTED_KB, MAX_APPROX_TOKENS, TEST_CATEGORIES,
                                  approx_tokens, build, user_texts)
 from agent_sft import templates as T
-from agent_sft.heldout import template_words
+from agent_sft.heldout import Template, template_words
+from agent_sft.invented import fold
 from agent_sft.traces import HERE, KB_FILE, SEVEN, Generator
 from sft.data import validate_conversation
 from transformer.chat import parse_action
@@ -118,16 +119,44 @@ def test_heldout_entities_never_in_train_or_val(files, gen):
     assert len(test_ents) >= 20 and all(set(r["entities"]) & gen.heldout_entities for r in test_ents)
 
 
+def looked_up_names(recs) -> frozenset[str]:
+    """Every name the files look up (each tail of a key after " of " / " in "), folded as lookup folds."""
+    return frozenset(fold(tail) for r in recs for name, arg, _ in actions(r) if name == "lookup"
+                     for tail in re.split(r" (?:of|in) ", arg)[1:] for tail in [tail] if tail)
+
+
 def test_heldout_templates_never_in_train_or_val(files, gen):
     assert len(gen.tpl.heldout_templates) >= 50
+    names = looked_up_names(files["train"] + files["val"] + files["test"])
     for split in ("train", "val"):
         for r in files[split]:
             assert not set(r["templates"]) & gen.tpl.heldout_templates
             for q in user_texts(r["messages"]):
-                assert not gen.tpl.heldout_regex.fullmatch(q), (split, q)
+                assert not gen.asked_with_heldout(q, names), (split, q)
     held = [r for r in files["test"] if "template" in r["heldout"]]
     assert len(held) >= 100
-    assert sum(any(gen.tpl.heldout_regex.fullmatch(q) for q in user_texts(r["messages"])) for r in held) == len(held)
+    assert sum(any(gen.asked_with_heldout(q, names) for q in user_texts(r["messages"])) for r in held) == len(held)
+
+
+def test_template_match_is_exact_about_names():
+    one = Template("t", "What is the atomic number of {E}?")
+    names = {"gold", "trinidad and tobago", "mars"}.__contains__
+    assert one.produces("What is the atomic number of gold?", names)
+    # the ".+" pattern reads this as one entity; it is a different (lookup-then-calc) question
+    assert re.fullmatch(one.pattern, "What is the atomic number of gold plus 5?")
+    assert not one.produces("What is the atomic number of gold plus 5?", names)
+    two = Template("u", "What is {a} plus the number of moons of {E1} and {E2}?")
+    assert two.produces("What is -2.5 plus the number of moons of Trinidad and Tobago and Mars?",
+                        lambda s: names(s.lower()))
+    assert not two.produces("What is x plus the number of moons of Mars and Mars?", lambda s: names(s.lower()))
+
+
+def test_every_template_not_held_out_is_trained(files, gen):
+    # a template that is neither held out nor trained would make its test items silently unseen
+    trained = Counter(t for r in files["train"] for t in r["templates"])
+    groups = [*gen.tpl.arith_tpls.values(), gen.tpl.pairs, gen.tpl.lcalcs, gen.tpl.chains, gen.tpl.follow]
+    missing = [t.id for ts in groups for t in ts if not t.heldout and not trained[t.id]]
+    assert not missing, missing
 
 
 def test_heldout_templates_are_new_phrasings_of_trained_meanings(files, gen):
