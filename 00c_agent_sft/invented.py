@@ -74,6 +74,7 @@ COMMON_WORDS = ["teal", "crimson", "amber", "silver", "olive", "indigo", "copper
 ACCENTS = {"a": "áàâäãåąạả", "e": "éèêëęěếệ", "i": "íìîï", "o": "óòôöõøőồộơ", "u": "úùûüůưữ", "c": "çč",
            "n": "ñń", "s": "śšș", "z": "źżž", "l": "ł", "d": "đ", "g": "ğ", "t": "ț", "r": "ř", "y": "ýÿ"}
 ACCENT_SHARE = 0.04  # of invented words
+CORPUS_SHARE = 0.6  # of invented words: a word of the corpus list that holds every word piece (agent_sft.words)
 UNITS = ["metres", "km", "kg", "years", "tonnes", "people", "km/h", "feet", "degrees", "days"]
 PERSON_RELATIONS = {"author", "composer", "painter", "founder", "inventor", "creator", "discoverer", "head chef",
                     "lead singer", "first mayor", "chief engineer", "famous poet", "patron saint"}
@@ -95,17 +96,21 @@ class Inventor:
     training entities and answers, and the chat set) that names reuse, splice, and learn letters from."""
 
     def __init__(self, rng: random.Random, avoid: set[str], banned: set[str] = frozenset(),
-                 pieces: list[str] = ()):
+                 pieces: list[str] = (), corpus_words: list[str] = ()):
         self.rng, self.avoid, self.used = rng, {fold(a) for a in avoid}, set()
         # a banned name must not occur as a word; a long one (a distinctive held-out name) not even inside one
         # (compared without accents, as lookup compares: "Bülgaria" would be the held-out "Bulgaria")
         self.banned = re.compile("|".join(rf"(?<!\w){re.escape(b)}(?!\w)" if len(b) < 6 else re.escape(b)
                                           for b in sorted({fold(b) for b in banned})) or r"(?!)")
         self.pieces = sorted({w.lower() for w in [*WORDS, *pieces] if w.isalpha() and len(w) >= 3})
+        # corpus words by the case they are written in (their pieces depend on it): False lowercase, True capitalised
+        self.corpus_words = {up: sorted({w.lower() for w in corpus_words if w.isalpha() and w[0].isupper() == up})
+                             for up in (False, True)}
         # letter statistics of real words (order-2 Markov chain): new words that still spell like English,
         # so that their tokens are the tokenizer's ordinary sub-word pieces, rare ones included
         self.chain: dict[str, list[str]] = {}
-        for w in self.pieces:
+        self.real = set(self.pieces) | {w for ws in self.corpus_words.values() for w in ws}
+        for w in sorted(self.real):
             w = f"^^{w}$"
             for i in range(2, len(w)):
                 self.chain.setdefault(w[i - 2:i], []).append(w[i])
@@ -129,21 +134,25 @@ class Inventor:
             while len(w) < 16 and w[-1] != "$":
                 w += r.choice(self.chain[w[-2:]])
             w = w.strip("^$")
-            if 3 <= len(w) <= 12 and w not in self.pieces:
+            if 3 <= len(w) <= 12 and w not in self.real:
                 return w
 
-    def raw_word(self) -> str:
-        """One lowercase word: a letter-chain word (half of them), a syllable blend, a real word, a splice
-        of two real words, or a word with a place-like ending; a few with one accented letter."""
-        w = self._plain_word()
+    def raw_word(self, capitalised: bool = False) -> str:
+        """One lowercase word: a corpus word (that the name will write `capitalised` or not), a letter-chain
+        word, a syllable blend, a real word, a splice of two real words, or a word with a place-like
+        ending; a few with one accented letter."""
+        w = self._plain_word(capitalised)
         spots = [i for i, ch in enumerate(w) if ch in ACCENTS]
         if spots and self.rng.random() < ACCENT_SHARE:
             i = self.rng.choice(spots)
             w = w[:i] + self.rng.choice(ACCENTS[w[i]]) + w[i + 1:]
         return w
 
-    def _plain_word(self) -> str:
+    def _plain_word(self, capitalised: bool) -> str:
         r, kind = self.rng, self.rng.random()
+        if kind < CORPUS_SHARE and self.corpus_words[capitalised]:
+            return r.choice(self.corpus_words[capitalised])
+        kind = r.random()
         if kind < 0.5:
             return self.markov()
         if kind < 0.6:
@@ -157,14 +166,15 @@ class Inventor:
 
     def word(self, min_syl: int = 2, max_syl: int = 3) -> str:
         """A capitalised word (kept for values: min_syl == max_syl == 1 gives a short blend)."""
-        w = self.syllables(min_syl, max_syl) if max_syl < 2 else self.raw_word()
+        w = self.syllables(min_syl, max_syl) if max_syl < 2 else self.raw_word(capitalised=True)
         return w.capitalize()
 
     def _fill(self, forms: list[str]) -> str:
         r = self.rng
-        a, b, c = self.raw_word(), self.raw_word(), self.raw_word()
-        return r.choice(forms).format(A=a.capitalize(), B=b.capitalize(), C=c.capitalize(), a=a, b=b, c=c,
-                                      s=r.choice(ELEMENT_SUFFIXES))
+        form = r.choice(forms)
+        a, b, c = (self.raw_word(capitalised="{" + x.upper() + "}" in form) for x in "abc")
+        return form.format(A=a.capitalize(), B=b.capitalize(), C=c.capitalize(), a=a, b=b, c=c,
+                           s=r.choice(ELEMENT_SUFFIXES))
 
     def entity(self, relation: str) -> str:
         """A fresh name for the subject of `relation`: a work for author/composer/painter, a lowercase

@@ -25,6 +25,7 @@ from sft.data import load_conversations
 from . import templates as T
 from .heldout import Template, build_templates
 from .invented import RELATIONS as INVENTED_RELATIONS, Inventor, fold
+from .words import load_words
 
 HERE = Path(__file__).resolve().parent
 KB_FILE = HERE / "kb.json"
@@ -35,7 +36,7 @@ SEVEN = re.compile(r"(?<![\d.])\d{7}(?!\d)")  # an integer of the held-out digit
 FORBIDDEN = ["mongolia", "mascot", "oskar vell", "old mill tower", "novium"]
 # entities the demo and the ten-query table use: always in training
 PROTECTED = {"france", "hamlet", "gold", "light", "africa", "mercury", "venus", "earth", "mars", "water"}
-N_INVENTED = 4000  # invented facts (agent_sft.invented) for the copying-only lookup traces
+N_INVENTED = 6000  # invented facts (agent_sft.invented) for the copying-only lookup traces
 NUMERIC_RELATIONS, N_INVENTED_NUMERIC = ("atomic number", "number of moons", "year"), 300
 # training only: shares of multi-step chains and KB misses built on invented entities (copying, not recall)
 INVENTED_MULTI, INVENTED_MISS = 0.5, 0.3
@@ -138,7 +139,8 @@ class Generator:
         seen += [self.values[f"{r} of {e}"] for r, es in self.facts.items() for e in es if e not in self.heldout_entities]
         seen += [m["content"] for c in load_conversations() for m in c["messages"] if m.get("content")]  # chat words
         pieces = [w for w in re.findall(r"[^\W\d_]+", " ".join(seen)) if Inventor.clean_word(w, banned)]
-        inv = Inventor(random.Random(self.rng.random()), avoid, banned, pieces)
+        corpus = [w for w in load_words() if Inventor.clean_word(w, banned)]  # every word piece (agent_sft.words)
+        inv = Inventor(random.Random(self.rng.random()), avoid, banned, pieces, corpus)
         self.invented: dict[str, str] = {}
         self.invented_parts: list[tuple[str, str]] = []
         self.invented_by_rel: dict[str, list[str]] = {}

@@ -14,9 +14,11 @@ from agent_sft.generate import (ADDED_FACTS, FORBIDDEN, INVENTED_KB, MAX_APPROX_
 from agent_sft import templates as T
 from agent_sft.heldout import Template, template_words
 from agent_sft.invented import fold
+from agent_sft.words import covering_words, load_words, word_counts
 from agent_sft.traces import HERE, KB_FILE, SEVEN, Generator
 from sft.data import validate_conversation
 from transformer.chat import parse_action
+from transformer.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 DATA = HERE / "data"
 
@@ -241,6 +243,32 @@ def test_invented_names_with_accents_stay_distinct_keys():
     assert len({normalize(k) for k in kb}) == len(kb)
     accented = [k for k in kb if any(unicodedata.combining(c) for c in unicodedata.normalize("NFD", k))]
     assert len(accented) > len(kb) // 50, "some invented names carry an accented letter"
+
+
+def test_covering_words_spell_every_piece_in_both_cases():
+    text = "the king and the queen kept the kingdom; a keeper keeps kings. " * 30
+    tok = Tokenizer.train(text, 256 + 40 + len(SPECIAL_TOKENS), pattern="gpt4-digits")
+    pieces = {i for i in tok.mergeable_ranks.values() if re.fullmatch(rb" ?[A-Za-z]+", tok.id_to_bytes(i))}
+    counts = word_counts([text])
+    words = covering_words(counts, tok.encode, pieces, per_piece=1, min_count=1)
+    spelled = {t for w in words for t in tok.encode(" " + w)}
+    reachable = {t for w in counts for c in (w, w.capitalize()) for t in tok.encode(" " + c)} & pieces
+    assert reachable and reachable <= spelled  # every piece a word can spell, some kept word spells
+    assert any(w[0].isupper() for w in words) and any(w[0].islower() for w in words)
+    assert len(words) < 2 * len(counts)  # a cover, not every word in both cases
+
+
+def test_invented_names_copy_corpus_words_in_the_case_that_was_covered(files, gen):
+    # the committed word list, and names built from it: capitalised entries in place/work names,
+    # lowercase ones in lowercase things (their pieces differ: " pride" vs " Pride")
+    words = load_words()
+    assert len(words) > 3000 and any(w[0].isupper() for w in words) and any(w[0].islower() for w in words)
+    keys = [arg for r in files["train"] if r.get("kb") == "invented" for n, arg, _ in actions(r) if n == "lookup"]
+    tokens = Counter(w for k in keys for w in re.findall(r"[^\W\d_]+", k.split(" of ", 1)[-1]))
+    upper, lower = ([w for w in words if w[0].isupper() == up] for up in (True, False))
+    # capitalised names (places, works, people) are most of them; lowercase things (elements, inventions) fewer
+    assert sum(1 for w in upper if tokens[w]) > len(upper) // 2
+    assert sum(1 for w in lower if tokens[w]) > len(lower) // 10
 
 
 def test_training_has_round_operands(files):
