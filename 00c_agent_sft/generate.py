@@ -87,7 +87,7 @@ def user_texts(messages: list[dict]) -> list[str]:
     return [m["content"] for m in messages if m["role"] == "user"]
 
 
-def build(seed: int = 0, n_train: int = 20000, n_val: int = 600, n_test: int = 100,
+def build(seed: int = 0, n_train: int = 20000, n_val: int = 600, n_test: int = 300,
           exclude: frozenset[tuple] = frozenset()) -> dict:
     """{"train", "val", "test": records, "kb_invented": the invented facts the lookup_invented traces read}.
     `exclude`: conversations (tuples of user turns) that train and val must not contain. The test split is
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=str(HERE / "data"), help="output directory (default: 00c_agent_sft/data)")
     ap.add_argument("--n-train", type=int, default=20000, help="train conversations")
     ap.add_argument("--n-val", type=int, default=600, help="val conversations (same distribution as train)")
-    ap.add_argument("--n-test", type=int, default=100, help="test conversations per category")
+    ap.add_argument("--n-test", type=int, default=300, help="test conversations per category")
     ap.add_argument("--exclude", default=None, metavar="JSONL",
                     help="a test file whose conversations train and val must not contain")
     args = ap.parse_args(argv)
