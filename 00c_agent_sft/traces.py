@@ -31,6 +31,9 @@ HERE = Path(__file__).resolve().parent
 KB_FILE = HERE / "kb.json"
 TRAIN_DIGITS, HELDOUT_DIGITS = (1, 2, 3, 4, 5, 6, 8, 9), 7
 ROUND_SHARE = 0.15  # of multi-digit operands: trailing zeros, as people write them ("3000", "450000")
+# of the other operands of 3+ digits: a run of one digit ("5469996"). Runs are what copying gets wrong
+# (the model loses count: 12756555 -> 1275655); random operands hold too few of them
+REPEAT_SHARE = 0.15
 SEVEN = re.compile(r"(?<![\d.])\d{7}(?!\d)")  # an integer of the held-out digit band
 # the eval's added facts (agent_sft.generate.ADDED_FACTS): never in any training text
 FORBIDDEN = ["mongolia", "mascot", "oskar vell", "old mill tower", "novium"]
@@ -196,6 +199,10 @@ class Generator:
             if d > 1 and r.random() < ROUND_SHARE:  # "3000 times 400": runs of zeros to copy exactly
                 z = r.randint(1, d - 1)
                 s = s[:-z] + "0" * z
+            elif d > 2 and r.random() < REPEAT_SHARE:
+                n, i = r.randint(2, min(d - 1, 6)), r.randint(0, d - 2)
+                n = min(n, d - i)
+                s = s[:i] + r.choice("123456789" if i == 0 else "0123456789") * n + s[i + n:]
         return "-" + s if r.random() < negative and s not in ("0", "0.") else s
 
     def entity(self, rel: str, test_entity: bool) -> str | None:

@@ -271,10 +271,13 @@ def test_invented_names_copy_corpus_words_in_the_case_that_was_covered(files, ge
     assert sum(1 for w in lower if tokens[w]) > len(lower) // 10
 
 
-def test_training_has_round_operands(files):
+def test_training_has_round_operands_and_digit_runs(files):
     questions = [q for r in files["train"] if r["category"] == "arithmetic" for q in user_texts(r["messages"])]
     round_ = [q for q in questions if re.search(r"(?<![\d.])[1-9]\d*000(?![\d.])", q)]
     assert len(round_) > len(questions) // 40, (len(round_), len(questions))
+    # runs of one non-zero digit ("5469996"), the numbers copying gets wrong: far more than chance gives
+    runs = [q for q in questions if re.search(r"([1-9])\1{3}", q)]
+    assert len(runs) > len(questions) // 60, (len(runs), len(questions))  # random operands: 10 of 5000
 
 
 def test_test_items_spread_evenly_over_heldout_templates(files):
