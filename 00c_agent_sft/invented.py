@@ -8,10 +8,10 @@ works and people ("What is the main export of Dravennor?" -> lookup(main export 
 "Quellastine" -> "Quellastine.") cannot be memorised from anywhere, so the only way to predict the
 answer is to read it from the observation.
 
-The names must look, token for token, like the names the model will meet: mostly new words from a
-letter chain trained on real words (their tokens are the tokenizer's ordinary sub-word pieces, rare
-ones included: a held-out name fails where its rarest token was never copied in training), real
-words ("the Amber Gate"), pieces of real names spliced together ("Berlinmouth"), lowercase things
+The names must look, token for token, like the names the model will meet, and together spell as many
+of the tokenizer's word pieces as possible (a held-out name fails where its rarest token was never
+copied in training): mostly corpus words chosen to cover the vocabulary (agent_sft.words), new words
+from a letter chain trained on real words, real words ("the Amber Gate"), pieces of real names spliced together ("Berlinmouth"), lowercase things
 for the relations whose real entities are lowercase ("atomic number of cobaltine", "inventor of the
 folding lantern"), 1 to 6 words. With only syllable blends from a fixed inventory, the model copied
 those few tokens well and still recalled (and blended) training entities for real names it had
@@ -93,7 +93,9 @@ class Inventor:
     `avoid`: lowercase names an invented entity must not equal (real and "missing" entities);
     `banned`: lowercase names that must not occur anywhere in an invented name or value
     (held-out test entities, test-only miss names, the eval's facts); `pieces`: real words (from the
-    training entities and answers, and the chat set) that names reuse, splice, and learn letters from."""
+    training entities and answers, and the chat set) that names reuse, splice, and learn letters from;
+    `corpus_words`: words that spell the vocabulary's word pieces (agent_sft.words), capitalised or
+    lowercase as a name should write them."""
 
     def __init__(self, rng: random.Random, avoid: set[str], banned: set[str] = frozenset(),
                  pieces: list[str] = (), corpus_words: list[str] = ()):

@@ -108,6 +108,9 @@ class Generator:
             "country": T.MISSING_COUNTRIES, "relation": T.MISSING_RELATIONS, "place": T.INVENTED_ENTITIES,
             "work": T.INVENTED_WORKS, "element": T.INVENTED_ELEMENTS, "moons": T.MISSING_MOONS}
         self._invent_facts()
+        # every name a question can hold, folded as lookup folds (invented ones: self.inventor.used)
+        self.static_names = {fold(n) for n in [*self.entity_names.values(), *(x for pool in self.miss_pool.values()
+                                                                              for x in pool)]}
 
     # ------------------------------------------------------------------ held-out choices
     def _choose_heldout_entities(self, kb: dict) -> None:
@@ -163,8 +166,6 @@ class Generator:
         tmp = tempfile.mkdtemp(prefix="kb_invented_")
         weakref.finalize(self, shutil.rmtree, tmp, ignore_errors=True)  # gone with the generator
         self.invented_kb = Path(tmp) / "kb_invented.json"
-        self.static_names = {fold(n) for n in [*self.entity_names.values(), *(x for pool in self.miss_pool.values()
-                                                                              for x in pool)]}
         self.invented_kb.write_text(json.dumps(self.invented, ensure_ascii=False, indent=0), encoding="utf-8")
 
     def is_name(self, text: str, extra: frozenset[str] = frozenset()) -> bool:

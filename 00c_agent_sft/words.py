@@ -8,7 +8,8 @@ Dunmore" at "more", pieces no training lookup had copied (half of the vocabulary
 never copied). The run's tokenizer learns its pieces mostly from the pretraining corpus, so this
 script trains a tokenizer on the corpus as `train.prepare` does, and keeps, for every word piece of
 its vocabulary, the most frequent corpus words that spell it after a space, lowercase and capitalised
-(a name's case picks its pieces: " pride" and " Pride" are two tokens). Names built from these words copy nearly every piece. The list is
+(a name's case picks its pieces: " pride" and " Pride" are two tokens). Names built from these words
+make training copy many more of the pieces (00c_agent_sft/README.md has the counts). The list is
 committed, so generating the traces needs neither the corpus nor a download.
 """
 from __future__ import annotations
