@@ -34,7 +34,7 @@ def covering_words(counts: Counter, encode, vocab: Iterable[int], per_piece: int
     """The most frequent words that together spell every word piece of `vocab` `per_piece` times after a
     space, sorted: lowercase ("pride" for " pride") or capitalised ("Pride" for " Pride"), since a
     name's case picks its pieces. `encode`: text -> token ids."""
-    keep = []
+    vocab, keep = list(vocab), []  # read once per case
     for case in (str.lower, str.capitalize):
         need = Counter({t: per_piece for t in vocab})
         for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):

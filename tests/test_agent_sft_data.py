@@ -124,7 +124,7 @@ def test_heldout_entities_never_in_train_or_val(files, gen):
 def looked_up_names(recs) -> frozenset[str]:
     """Every name the files look up (each tail of a key after " of " / " in "), folded as lookup folds."""
     return frozenset(fold(tail) for r in recs for name, arg, _ in actions(r) if name == "lookup"
-                     for tail in re.split(r" (?:of|in) ", arg)[1:] for tail in [tail] if tail)
+                     for tail in re.split(r" (?:of|in) ", arg)[1:] if tail)
 
 
 def test_heldout_templates_never_in_train_or_val(files, gen):
