@@ -137,7 +137,7 @@ def estimate_loss(model: GPT, batches: Batches, n: int, device: str, ctx) -> flo
     for b in order:
         x, y = batches.collate([batches.examples[k] for k in b])
         with ctx:
-            _, loss = model(x.to(device), y.to(device))
+            loss = model.learned_loss(x.to(device), y.to(device))
         k = int((y != IGNORE_INDEX).sum())
         total, count = total + float(loss) * k, count + k
     model.train()
@@ -233,7 +233,7 @@ def train(model: GPT, tok, train_convs: list[dict], val_convs: list[dict], cfg: 
         x, y = batches.get(step)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with ctx:
-            _, loss = model(x, y)
+            loss = model.learned_loss(x, y)  # the vocabulary head only where the loss mask is 1
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:

@@ -199,3 +199,25 @@ def test_broken_checkpoints_name_the_problem(tmp_path):
     (ck / "config.json").unlink()
     with pytest.raises(CheckpointError, match="config.json is missing"):
         load_checkpoint(ck)
+
+
+def test_learned_loss_equals_the_full_forward_loss_and_gradient():
+    """learned_loss projects to the vocabulary only where targets count: same loss, same gradients."""
+    torch.manual_seed(0)
+    a, b = tiny(), tiny()
+    b.load_state_dict(a.state_dict())
+    x = torch.randint(0, 300, (3, 20))
+    y = torch.randint(0, 300, (3, 20))
+    y[0, :12] = IGNORE_INDEX
+    y[1, 5:9] = IGNORE_INDEX
+    y[2, -1] = IGNORE_INDEX
+    _, full = a(x, y)
+    sparse = b.learned_loss(x, y)
+    assert torch.allclose(full, sparse, atol=1e-6)
+    full.backward()
+    sparse.backward()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(pa.grad, pb.grad, atol=1e-6), name
+    with pytest.raises(ValueError, match="block_size"):
+        a.learned_loss(torch.zeros(1, a.config.block_size + 1, dtype=torch.long),
+                       torch.zeros(1, a.config.block_size + 1, dtype=torch.long))
