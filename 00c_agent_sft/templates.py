@@ -102,9 +102,13 @@ RELATION_QUESTIONS: dict[str, list[tuple[str, str]]] = {
                ("Who's the author of {E}?", "author of {E}")],
     "chemical symbol": [("What is the chemical symbol for {E}?", "chemical symbol of {E}"),
                         ("What's the symbol for {E}?", "chemical symbol of {E}"),
-                        ("Which chemical symbol does {E} have?", "chemical symbol of {E}")],
+                        ("Which chemical symbol does {E} have?", "chemical symbol of {E}"),
+                        ("What is {E}'s chemical symbol?", "chemical symbol of {E}"),
+                        ("What's the element symbol for {E}?", "chemical symbol of {E}")],
     "atomic number": [("What's {E}'s atomic number?", "atomic number of {E}"),
-                      ("What atomic number does {E} have?", "atomic number of {E}")],
+                      ("What atomic number does {E} have?", "atomic number of {E}"),
+                      ("What is {E}'s atomic number?", "atomic number of {E}"),
+                      ("How many protons does {E} have?", "atomic number of {E}")],
     "currency": [("What currency does {E} use?", "currency of {E}"), ("What money is used in {E}?", "currency of {E}"),
                  ("Which currency is used in {E}?", "currency of {E}")],
     "official language": [("What language is spoken in {E}?", "official language of {E}"),
@@ -116,7 +120,8 @@ RELATION_QUESTIONS: dict[str, list[tuple[str, str]]] = {
     "painter": [("Who painted {E}?", "painter of {E}"), ("Who is the painter of {E}?", "painter of {E}"),
                 ("Who made the painting {E}?", "painter of {E}"), ("Tell me who painted {E}.", "painter of {E}"),
                 ("Do you know who painted {E}?", "painter of {E}")],
-    "continent": [("Which continent is {E} in?", "continent of {E}"), ("On which continent is {E}?", "continent of {E}")],
+    "continent": [("Which continent is {E} in?", "continent of {E}"), ("On which continent is {E}?", "continent of {E}"),
+                  ("What continent is {E} on?", "continent of {E}")],
     "founder": [("Who founded {E}?", "founder of {E}"), ("Who is the founder of {E}?", "founder of {E}"),
                 ("Who started {E}?", "founder of {E}"), ("Tell me who founded {E}.", "founder of {E}"),
                 ("Do you know who founded {E}?", "founder of {E}")],
@@ -131,9 +136,12 @@ RELATION_QUESTIONS: dict[str, list[tuple[str, str]]] = {
     "year": [("What year was {E}?", "year of {E}"), ("In which year was {E}?", "year of {E}"),
              ("When was {E}?", "year of {E}")],
     "chemical formula": [("What's the formula for {E}?", "chemical formula of {E}"),
-                         ("What is the chemical formula for {E}?", "chemical formula of {E}")],
+                         ("What is the chemical formula for {E}?", "chemical formula of {E}"),
+                         ("Which chemical formula does {E} have?", "chemical formula of {E}")],
     "speed": [("How fast is {E}?", "speed of {E}")],
-    "number of moons": [("How many moons does {E} have?", "number of moons of {E}")],
+    "number of moons": [("How many moons does {E} have?", "number of moons of {E}"),
+                        ("How many moons has {E} got?", "number of moons of {E}"),
+                        ("What number of moons does {E} have?", "number of moons of {E}")],
 }
 # superlatives read "the longest river in Africa": the key keeps "in" (lookup reads it as "of")
 IN_RELATIONS = {"longest river", "highest mountain", "largest country", "largest lake", "largest planet",
@@ -194,6 +202,16 @@ LOOKUP_CALCS = [
     ("Divide the atomic number of {E} by {k}.", "atomic number", "{x} / {k}"),
     ("How many years before {k} was {E}?", "year", "{k} - {x}"),
     ("How many years after {E} was {k}?", "year", "{k} - {x}"),
+    # more ways to say "x <op> k", and another relation: with few phrasings a model learns each one by
+    # heart, and a held-out "the atomic number of {E} minus {k}" became lookup(atomic number of E - k)
+    ("What is the atomic number of {E} multiplied by {k}?", "atomic number", "{x} * {k}"),
+    ("What is {k} more than the atomic number of {E}?", "atomic number", "{x} + {k}"),
+    ("What is {k} less than the atomic number of {E}?", "atomic number", "{x} - {k}"),
+    ("Take the atomic number of {E} and subtract {k}.", "atomic number", "{x} - {k}"),
+    ("Take the atomic number of {E} and add {k}.", "atomic number", "{x} + {k}"),
+    ("What is the number of moons of {E} plus {k}?", "number of moons", "{x} + {k}"),
+    ("What is the number of moons of {E} times {k}?", "number of moons", "{x} * {k}"),
+    ("Subtract {k} from the number of moons of {E}.", "number of moons", "{x} - {k}"),
 ]
 
 # ----------------------------------------------------------------------------- misses (absent from the KB)

@@ -393,7 +393,7 @@ class Generator:
                 return None
             if y1 > y2:
                 names, e1, e2, ents = names[::-1], e2, e1, ents[::-1]
-        k = rng.randint(2, 99) if rel == "atomic number" else int(values.get(f"year of {e1}", 0)) + rng.randint(1, 300)
+        k = int(values[f"year of {e1}"]) + rng.randint(1, 300) if rel == "year" else rng.randint(2, 99)
         q = tpl.text.format(E1=names[0], E2=names[1], E=names[0], k=k)
         turn, obs, tools = Turn(q, kb), [], []
         extra = {"kb": "invented"} if kb != self.kb_path else {}
