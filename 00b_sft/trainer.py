@@ -56,6 +56,7 @@ class SFTConfig:
     stop_after: int = 0         # stop (resumably) after this step; 0 = run to max_steps
     max_time: float = 0.0       # seconds; the LR schedule follows max(step, time) so a slow machine ends on time
     threads: int = 0            # torch CPU threads; 0 = torch's default (1 is robust when the other core is busy)
+    dropout: float = -1.0       # dropout while fine-tuning (saved with the model); < 0 = keep the checkpoint's
 
     @classmethod
     def field_types(cls) -> dict[str, type]:
@@ -68,6 +69,16 @@ def resolve_device(name: str) -> str:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"device {name!r} asked for, but CUDA is not available")
     return name
+
+
+def set_dropout(model: GPT, p: float) -> None:
+    """Every dropout of the model (embeddings, attention and MLP outputs), and its config, to p."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {p}")
+    model.config.dropout = p
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = p
 
 
 def encode(convs: list[dict], tok, block_size: int) -> tuple[list[tuple[list[int], list[int]]], int]:
@@ -172,6 +183,8 @@ def train(model: GPT, tok, train_convs: list[dict], val_convs: list[dict], cfg: 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    if cfg.dropout >= 0:
+        set_dropout(model, cfg.dropout)
     model.to(device).train()
     opt = model.configure_optimizer(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.split(":")[0])
     part_dir, part_state = partial_paths(out_dir)

@@ -66,6 +66,23 @@ def test_loss_falls(run, convs, tmp_path):
     assert (tmp_path / "loss.png").stat().st_size > 1000
 
 
+def test_dropout_override_applies_to_every_dropout_and_is_saved(run, convs, tmp_path):
+    model, tok = fresh(run)
+    assert model.config.dropout == 0.0
+    cfg = SFTConfig(max_steps=2, batch_size=8, warmup_steps=1, eval_interval=100, eval_batches=1, dropout=0.3)
+    train(model, tok, convs[:20], convs[100:], cfg, tmp_path / "d", {"stage": "sft"})
+    ps = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(ps) == 1 + 2 * model.config.n_layer and set(ps) == {0.3}
+    saved, _ = load_checkpoint(tmp_path / "d")
+    assert saved.config.dropout == 0.3
+    kept, _ = fresh(run)  # the default (-1) keeps the checkpoint's dropout
+    train(kept, tok, convs[:20], convs[100:], SFTConfig(max_steps=1, batch_size=8, eval_batches=1), tmp_path / "k",
+          {"stage": "sft"})
+    assert {m.p for m in kept.modules() if isinstance(m, torch.nn.Dropout)} == {0.0}
+    with pytest.raises(ValueError, match="dropout"):
+        train(kept, tok, convs[:20], convs[100:], SFTConfig(max_steps=1, dropout=1.0), tmp_path / "x", {})
+
+
 def test_resume_equals_uninterrupted(run, convs, tmp_path):
     cfg = dict(max_steps=12, batch_size=8, lr=3e-3, warmup_steps=2, eval_interval=100, eval_batches=1)
     model, tok = fresh(run)
