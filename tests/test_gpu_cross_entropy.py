@@ -98,6 +98,11 @@ def test_model_loss_backends_agree_and_the_kernel_works_under_torch_compile():
     torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-7)
     model.config.loss_backend = "triton"
+    model.zero_grad()
+    sparse = model.learned_loss(x, y)  # the kernel on the (N, V) logits of the learned positions only
+    sparse.backward()
+    torch.testing.assert_close(sparse.detach(), grads[1][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.lm_head.weight.grad, grads[1][1], rtol=1e-4, atol=1e-7)
     compiled = torch.compile(lambda a, b: cross_entropy(a, b), fullgraph=True)  # opaque custom op, no graph break
     logits = torch.randn(4, 40, device=DEVICE)
     t = torch.tensor([1, 2, -100, 39], device=DEVICE)
