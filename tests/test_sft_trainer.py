@@ -183,3 +183,22 @@ def test_max_time_ends_on_time_with_a_decayed_schedule(run, convs, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines() if "lr" in line]
     assert rows[-1]["lr"] < 0.2 * cfg.lr  # the cosine ran to (nearly) its end
     assert json.loads((tmp_path / "sft" / "meta.json").read_text())["time_limited"] is True
+
+
+def test_bench_times_both_losses_on_the_same_batches(tmp_path):
+    from sft.bench import TRACES, main as bench_main
+    convs = [json.loads(line) for line in TRACES.read_text(encoding="utf-8").splitlines()[:40]]
+    tok = Tokenizer.train([m["content"] or "" for c in convs for m in c["messages"]], 400)
+    tok.save(str(tmp_path / "tok"))
+    data = tmp_path / "traces.jsonl"
+    data.write_text("".join(json.dumps(c) + "\n" for c in convs))
+    out = tmp_path / "bench.json"
+    assert bench_main(["--tokenizer", str(tmp_path / "tok"), "--data", str(data), "--steps", "3", "--rounds", "2",
+                       "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["model"]["vocab_size"] == -(-tok.vocab_size // 64) * 64 and r["torch_threads"] == 1
+    assert all(len(v) == 2 and min(v) > 0 for v in r["round_seconds"].values())
+    assert 0 < r["learned_share_of_positions"] < 1
+    assert r["speedup"] == round(r["ms_per_step"]["full_logits"] / r["ms_per_step"]["learned_loss"], 3)
+    with pytest.raises(SystemExit, match="no tokenizer"):
+        bench_main(["--tokenizer", str(tmp_path / "missing")])
