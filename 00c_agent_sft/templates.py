@@ -68,7 +68,9 @@ ARITH_IMPERATIVES: dict[str, list[tuple[str, str]]] = {
     "pow": [("Raise {a} to the power of {b}.", "{a} ** {b}")],
     "square": [("Square {a}.", "{a} ** 2")],
     "cube": [("Cube {a}.", "{a} ** 3")],
-    "paren": [("Add {a} and {b}, then multiply by {c}.", "({a} + {b}) * {c}")],
+    # no "then" here: a question that says "then" is a calc chain (two steps, below); with both kinds the
+    # model mixed them ("Add 4 and 81, then multiply the result by 1." -> calc((4 + 81) * 1), calc(85 + 81))
+    "paren": [("Multiply the sum of {a} and {b} by {c}.", "({a} + {b}) * {c}")],
 }
 # two calc steps: (question, first expression, second expression with {r} = first result)
 CALC_CHAINS = [
@@ -82,6 +84,7 @@ CALC_CHAINS = [
     ("What is {a} minus {b}? Then divide that by {c}.", "{a} - {b}", "{r} / {c}"),
     ("Multiply {a} by {b}, then subtract {c}.", "{a} * {b}", "{r} - {c}"),
     ("Subtract {b} from {a}, then multiply the result by {c}.", "{a} - {b}", "{r} * {c}"),
+    ("Add {a} and {b}, then multiply by {c}.", "{a} + {b}", "{r} * {c}"),
 ]
 FOLLOW_UPS = [("Now multiply that by {k}.", "{r} * {k}"), ("And what is that plus {k}?", "{r} + {k}"),
               ("Subtract {k} from that.", "{r} - {k}"), ("Now divide that by {k}.", "{r} / {k}"),
