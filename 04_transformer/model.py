@@ -190,7 +190,7 @@ class GPT(nn.Module):
         """The loss of forward(idx, targets) without the logits nobody reads: the hidden states go
         through ln_f and the vocabulary projection only where targets != IGNORE_INDEX. In SFT the
         prompt and the tool's output carry no loss (over 40% of an agent trace's positions), and on
-        a CPU the (T, V) head is half of a small model's step (`python -m sft.bench`, 00b_sft/README.md)."""
+        a CPU the (T, V) head is a large share of a small model's step (`python -m sft.bench`, 00b_sft/README.md)."""
         T = idx.size(1)
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than block_size={self.config.block_size}")
