@@ -47,7 +47,12 @@ class Config:
         return cls(GPTConfig.from_dict(d["model"]), TrainConfig(**d["train"]))
 
 
-# vocab_size 0 = take it from the data (the run's tokenizer), rounded up to a multiple of 64
+def padded_vocab(n: int) -> int:
+    """A tokenizer's vocabulary size rounded up to a multiple of 64 (the model's vocab_size)."""
+    return -(-n // 64) * 64
+
+
+# vocab_size 0 = take it from the data (the run's tokenizer), rounded up by padded_vocab
 PRESETS: dict[str, dict[str, dict]] = {
     # 2 CPU cores, <= 6 minutes: 0.74M params, ~3M tokens (vocab 4096 from `train.prepare`). 3000 steps rather
     # than 1500: the agent pipeline on top got 7 points more of its test split right in each of two seeds

@@ -32,7 +32,8 @@ from transformer import GPT
 from transformer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from transformer.tokenizer import Tokenizer
 
-from .config import PRESETS, Config, apply_overrides, grad_accum_steps, make_config, parse_overrides
+from .config import (PRESETS, Config, apply_overrides, grad_accum_steps, make_config, padded_vocab,
+                     parse_overrides)
 from .data import Batches, DataError, TokenShards, unigram_entropy
 from .common import lr_at
 from .metrics import open_log, peak_flops, plot_log, process_age_s
@@ -74,7 +75,7 @@ def train(cfg: Config, run: str = "default", device: str = "auto", resume: bool 
     data_dir = Path(t.data or out / "data")
     train_data, val_data = TokenShards(data_dir, "train"), TokenShards(data_dir, "val")
     if cfg.model.vocab_size == 0:
-        cfg.model.vocab_size = -(-train_data.vocab_size // 64) * 64
+        cfg.model.vocab_size = padded_vocab(train_data.vocab_size)
     if cfg.model.vocab_size < train_data.vocab_size:
         raise DataError(f"model.vocab_size={cfg.model.vocab_size} < the data's vocab {train_data.vocab_size}")
     accum = grad_accum_steps(cfg, world)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from train.config import PRESETS
+from train.config import PRESETS, padded_vocab
 from transformer import GPT, IGNORE_INDEX, GPTConfig
 from transformer.bench_tokenizer import machine
 from transformer.tokenizer import Tokenizer
@@ -47,7 +47,7 @@ def time_steps(model: GPT, batches: Batches, steps: int, learned: bool) -> float
 
 def bench(tok: Tokenizer, convs: list[dict], preset: str = "cpu", steps: int = 100, rounds: int = 5,
           batch_size: int = 8) -> dict:
-    shape = {**PRESETS[preset]["model"], "vocab_size": -(-tok.vocab_size // 64) * 64}
+    shape = {**PRESETS[preset]["model"], "vocab_size": padded_vocab(tok.vocab_size)}
     torch.manual_seed(0)
     model = GPT(GPTConfig(**shape)).train()
     examples, _ = encode(convs, tok, model.config.block_size)

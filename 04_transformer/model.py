@@ -164,9 +164,7 @@ class GPT(nn.Module):
         (targets == IGNORE_INDEX are skipped). With kv_cache, idx continues cache rows `rows`."""
         B, T = idx.shape
         if kv_cache is None:
-            if T > self.config.block_size:
-                raise ValueError(f"sequence of {T} tokens is longer than block_size={self.config.block_size}")
-            logits = self.forward_at(idx, torch.arange(T, device=idx.device)[None, :])
+            logits = self.forward_at(idx, self._positions(idx))
         else:
             rows = rows if rows is not None else slice(None)
             lens = kv_cache.lengths[rows]
@@ -186,16 +184,20 @@ class GPT(nn.Module):
             logits = logits.detach()
         return logits, loss
 
+    def _positions(self, idx: torch.Tensor) -> torch.Tensor:
+        """Positions (1, T) of a sequence that starts at 0 (no KV cache); raises past block_size."""
+        T = idx.size(1)
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens is longer than block_size={self.config.block_size}")
+        return torch.arange(T, device=idx.device)[None, :]
+
     def learned_loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The loss of forward(idx, targets) without the logits nobody reads: the hidden states go
         through ln_f and the vocabulary projection only where targets != IGNORE_INDEX. In SFT the
         prompt and the tool's output carry no loss (over 40% of an agent trace's positions), and on
         a CPU the (T, V) head is a large share of a small model's step (`python -m sft.bench`, 00b_sft/README.md)."""
-        T = idx.size(1)
-        if T > self.config.block_size:
-            raise ValueError(f"sequence of {T} tokens is longer than block_size={self.config.block_size}")
         learned = targets != IGNORE_INDEX  # (B, T)
-        logits = self.forward_at(idx, torch.arange(T, device=idx.device)[None, :], only_at=learned)  # (N, V)
+        logits = self.forward_at(idx, self._positions(idx), only_at=learned)  # (N, V)
         return cross_entropy(logits, targets[learned], self.config.loss_backend)
 
     def prefill(self, prompts: list[list[int]], kv_cache: KVCache, first_row: int = 0) -> torch.Tensor:
