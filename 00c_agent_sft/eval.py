@@ -110,11 +110,14 @@ def run_item(agent: Agent, questions: list[str], expected: list[dict]) -> dict:
 
 
 @contextmanager
-def model_server(checkpoint: str, threads: int | None):
+def model_server(checkpoint: str, threads: int | None, grammar: bool = True, device: str = "cpu",
+                 max_batch: int = 8):
     """03_model on a free loopback port for the duration; yields its /v1 base URL."""
     port = free_port()
     cmd = [sys.executable, "-m", "model.serve", "--checkpoint", checkpoint, "--port", str(port),
-           "--log-level", "warning", "--device", "cpu"] + (["--threads", str(threads)] if threads else [])
+           "--log-level", "warning", "--device", device, "--max-batch", str(max_batch)]
+    cmd += ["--threads", str(threads)] if threads else []
+    cmd += [] if grammar else ["--no-grammar"]
     proc = subprocess.Popen(cmd, cwd=ROOT)
     try:
         try:
@@ -171,7 +174,7 @@ def summarise(results: list[dict]) -> dict:
 
 def evaluate(checkpoint: str, base_url: str | None = None, kb: str | None = None, limit: int | None = None,
              test_file: str | None = None, out_dir: str | None = None, workers: int = 4,
-             threads: int | None = None) -> dict:
+             threads: int | None = None, grammar: bool = True, device: str = "cpu") -> dict:
     t0 = time.time()
     kb_path = Path(kb or os.environ.get("KB_PATH") or KB_FILE).resolve()
     test_path = Path(test_file or HERE / "data" / "test.jsonl")
@@ -185,7 +188,7 @@ def evaluate(checkpoint: str, base_url: str | None = None, kb: str | None = None
               "expected": [{"kind": "fact", "answer": ADDED_FACTS[key], "tools": ["lookup"]}]}
              for q, key in ADDED_QUESTIONS]
     old_kb = os.environ.get("KB_PATH")
-    server = model_server(checkpoint, threads) if base_url is None else None
+    server = model_server(checkpoint, threads, grammar, device, max(8, workers)) if base_url is None else None
     try:
         url = server.__enter__() if server else base_url
         agent = Agent(url, temperature=0.0, max_tokens=128, max_steps=4)
@@ -203,7 +206,10 @@ def evaluate(checkpoint: str, base_url: str | None = None, kb: str | None = None
     scored = [r for r in results if r["category"] != "ten_query"]
     report = {"checkpoint": str(checkpoint), "stage": meta.get("stage"), "step": meta.get("step"),
               "preset": meta.get("preset"), "losses": meta.get("losses"), "test_file": str(test_path),
-              "limit_per_category": limit, "items": len(scored), "kb": str(kb_path), **summarise(scored),
+              "limit_per_category": limit, "items": len(scored), "kb": str(kb_path),
+              "decoding": (f"greedy on {device}" + (", protocol grammar" if grammar else ", unconstrained"))
+              if base_url is None
+              else "greedy, as the server at --base-url decodes", **summarise(scored),
               "ten_queries": [{"question": r["questions"][0], "answer": r["turns"][0]["answer"] if r["turns"] else "",
                                "actions": r["turns"][0]["actions"] if r["turns"] else [], "ok": r["ok"]}
                               for r in results if r["category"] == "ten_query"],
@@ -257,11 +263,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out-dir", default=None, help="where agent_eval.json/.md go (default: reports/)")
     ap.add_argument("--workers", type=int, default=4, help="conversations in flight at once")
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the started server")
+    ap.add_argument("--device", default="cpu",
+                    help="device of the started server: cpu (float32; the default) | cuda (bfloat16, CUDA graphs)")
+    ap.add_argument("--no-grammar", action="store_true",
+                    help="the started server decodes unconstrained (model.serve --no-grammar)")
     args = ap.parse_args(argv)
     if args.checkpoint and not Path(args.checkpoint).is_dir() and args.base_url is None:
         raise SystemExit(f"error: checkpoint {args.checkpoint} does not exist")
     r = evaluate(args.checkpoint, args.base_url, args.kb, args.limit, args.test_file, args.out_dir,
-                 args.workers, args.threads)
+                 args.workers, args.threads, not args.no_grammar, args.device)
     print(markdown(r))
 
 

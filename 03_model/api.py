@@ -131,7 +131,7 @@ def create_app(engine: Engine, tok, model_name: str, max_body_bytes: int = 1 << 
                                   1.0 if body.top_p is None else body.top_p, body.seed)
         req = Request(prompt, max_tokens, sampling, stop=body.stop or [],
                       stop_ids=chat_stops if chat else text_stops, specials_as_text=not chat,
-                      loop=asyncio.get_running_loop())
+                      loop=asyncio.get_running_loop(), constrained=chat)
         try:
             return engine.submit(req)
         except QueueFull as e:

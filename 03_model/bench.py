@@ -130,18 +130,19 @@ def bench_hf(model: GPT, device: torch.device, dtype, prompt_len: int, n_tokens:
 
 
 def bench_engine(model: GPT, tok: Tokenizer, cfg: GPTConfig, device: torch.device, levels: list[int],
-                 n_tokens: int, overlap: bool, kernels: str, decode_steps: int | None):
+                 n_tokens: int, overlap: bool, kernels: str, decode_steps: int | None, grammar: bool = True):
     """Warm-up, raw decode steps and the concurrency sweep of one engine configuration -> the results
     and its raw-step function (for the profile at the end)."""
     model.config.decode_kernels = kernels  # read when the decoder's graphs are captured
-    engine = Engine(model, tok, max_batch=max(levels), overlap=overlap, decode_steps=decode_steps)
+    engine = Engine(model, tok, max_batch=max(levels), overlap=overlap, decode_steps=decode_steps, grammar=grammar)
     t = time.perf_counter()
     engine.start(warmup=True)  # captures every CUDA graph bucket up front on a GPU
     dec = engine.decoder
     fused = model.decode_kernels_on(device)
     k = engine.decode_steps
     res = {"decoder": {"cuda_graphs": hasattr(dec, "graphs"), "overlap": overlap, "argmax_in_step": True,
-                       "decode_kernels": "triton (05_gpu)" if fused else "torch", "steps_per_launch": k},
+                       "decode_kernels": "triton (05_gpu)" if fused else "torch", "steps_per_launch": k,
+                       "protocol_grammar": engine.grammar is not None},
            "graph_warmup_s": round(time.perf_counter() - t, 2)}
 
     def raw_step(b: int):  # one decode step of b rows through the engine's decoder, ids to the host
@@ -224,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-overlap", action="store_true", help="no launching step t+1 before reading step t")
     p.add_argument("--no-baseline", action="store_true",
                    help="GPU: skip the ablations (one_step, torch_kernels, baseline)")
+    p.add_argument("--no-grammar", action="store_true",
+                   help="engine without the protocol grammar tables (the decode step then skips the mask)")
     p.add_argument("--decode-steps", type=int, default=None,
                    help="greedy decode steps per launch (default: the Engine's, 4 with CUDA graphs)")
     args = p.parse_args(argv)
@@ -260,7 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     variants.append(("main", not args.no_overlap, "auto", args.decode_steps))
     steppers = {}
     for label, overlap, kernels, steps in variants:
-        res, steppers[label] = bench_engine(model, tok, cfg, device, levels, n_tokens, overlap, kernels, steps)
+        res, steppers[label] = bench_engine(model, tok, cfg, device, levels, n_tokens, overlap, kernels, steps,
+                                            not args.no_grammar)
         print(label, json.dumps(res), flush=True)
         if label == "main":
             report.update(res)

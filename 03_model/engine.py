@@ -48,6 +48,7 @@ import torch
 
 from .decode import EagerDecoder, GraphDecoder
 from .events import Done, Failed, Outbox, Request, Token
+from .grammar import FREE, STEP, ProtocolGrammar
 from .sampling import sample
 from .textstream import TextStream
 
@@ -64,10 +65,11 @@ class EngineClosed(RuntimeError):
 
 class _Seq:
     """A request in a slot."""
-    __slots__ = ("req", "text", "gen", "last", "n_out", "done")
+    __slots__ = ("req", "text", "gen", "last", "n_out", "done", "state")
 
-    def __init__(self, req: Request, device: torch.device, tok):
+    def __init__(self, req: Request, device: torch.device, tok, state: int):
         self.req, self.last, self.n_out, self.done = req, -1, 0, False
+        self.state = state  # grammar state after `last` (FREE: unconstrained)
         self.text = TextStream(tok, req.stop, req.specials_as_text)
         self.gen = req.sampling.generator(device)
 
@@ -75,7 +77,7 @@ class _Seq:
 class Engine:
     def __init__(self, model, tok, max_batch: int = 8, max_queue: int = 64,
                  cuda_graphs: bool | None = None, step_delay: float = 0.0, overlap: bool = True,
-                 prefill_tokens: int = 2048, decode_steps: int | None = None):
+                 prefill_tokens: int = 2048, decode_steps: int | None = None, grammar: bool = True):
         self.model, self.tok = model.eval(), tok
         self.device = next(model.parameters()).device
         self.block_size = model.config.block_size
@@ -84,13 +86,17 @@ class Engine:
         # a model's vocab may be padded (e.g. to a multiple of 64) past the tokenizer's: never
         # sample an id that the tokenizer cannot decode
         self.n_vocab = min(tok.vocab_size, model.config.vocab_size)
+        # requests with `constrained` set (chat) follow the protocol's grammar (grammar.py)
+        self.grammar = (ProtocolGrammar(tok.special_tokens, self.n_vocab, model.config.vocab_size, self.device)
+                        if grammar and ProtocolGrammar.fits(tok.special_tokens) else None)
         use_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         # greedy steps per launch (see the docstring); on a CPU the host IS the device: nothing to hide
         self.decode_steps = decode_steps or (4 if use_graphs else 1)
         if self.decode_steps < 1:
             raise ValueError(f"decode_steps must be >= 1, got {decode_steps}")
-        self.decoder = (GraphDecoder(model, self.cache, n_vocab=self.n_vocab, multi_steps=self.decode_steps)
-                        if use_graphs else EagerDecoder(model, self.cache, n_vocab=self.n_vocab))
+        self.decoder = (GraphDecoder(model, self.cache, n_vocab=self.n_vocab, multi_steps=self.decode_steps,
+                                     grammar=self.grammar)
+                        if use_graphs else EagerDecoder(model, self.cache, n_vocab=self.n_vocab, grammar=self.grammar))
         self.overlap = overlap
         self.prefill_tokens = prefill_tokens  # padded prompt tokens per prefill forward (at least one prompt)
         self._pending: _Step | None = None  # a launched step whose tokens are not processed yet
@@ -239,9 +245,12 @@ class Engine:
         seqs = list(self.slots)
         k = self._steps_per_launch(ahead)
         feed = self.overlap and not self._dirty  # the device already holds each row's last token
-        logits, ids = self.decoder.step(None if feed else [s.last for s in seqs], steps=k)  # ids (k, n)
+        logits, ids = self.decoder.step(None if feed else [s.last for s in seqs], steps=k,
+                                        states=None if feed else [s.state for s in seqs])  # ids (k, n)
         self._dirty = False
         if not all(s.req.sampling.greedy for s in seqs):  # (then k == 1)
+            if self.grammar is not None:
+                logits = self.grammar.mask(logits, self.decoder.last_states)
             ids = sample(logits[:, :self.n_vocab], [s.req.sampling for s in seqs], [s.gen for s in seqs])
             self.decoder.feed(ids)
             ids = ids[None]
@@ -296,15 +305,20 @@ class Engine:
         rows = slice(first, first + len(reqs))
         self._dirty = True  # new rows: the next step takes its inputs from the host
         self.cache.reset(rows)
-        seqs = [_Seq(req, self.device, self.tok) for req in reqs]
+        seqs = [_Seq(req, self.device, self.tok, STEP if self.grammar and req.constrained else FREE)
+                for req in reqs]
         self.slots.extend(seqs)
-        last = self.model.prefill([req.prompt for req in reqs], self.cache, first)[:, :self.n_vocab]  # (b, V)
-        return sample(last, [req.sampling for req in reqs], [seq.gen for seq in seqs]).tolist()
+        last = self.model.prefill([req.prompt for req in reqs], self.cache, first)  # (b, V)
+        if self.grammar is not None:
+            last = self.grammar.mask(last, torch.tensor([s.state for s in seqs], device=self.device))
+        return sample(last[:, :self.n_vocab], [req.sampling for req in reqs], [seq.gen for seq in seqs]).tolist()
 
     def _advance(self, seq: _Seq, token: int) -> bool:
         """Account for one new token of seq; emit its text; True when seq is finished."""
         req = seq.req
         seq.last, seq.n_out = token, seq.n_out + 1
+        if seq.state != FREE:
+            seq.state = self.grammar.advance(seq.state, token)
         self.stats["tokens"] += 1
         if token in req.stop_ids:
             text, special, reason = seq.text.close(), (None if req.specials_as_text else token), "stop"

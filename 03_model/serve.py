@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413")
     p.add_argument("--model-name", default=None, help="id reported by /v1/models (default: checkpoint dir name)")
     p.add_argument("--no-cuda-graphs", action="store_true", help="eager decode on a GPU (for debugging)")
+    p.add_argument("--no-grammar", action="store_true",
+                   help="chat turns decode unconstrained (default: only tokens the protocol allows next, grammar.py)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (tiny models: 1 is fastest)")
     p.add_argument("--step-delay", type=float, default=0.0,
                    help="sleep this many seconds after each decode step: a slow device, for demos and tests")
@@ -91,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     device = pick_device(args.device)
     model, tok, meta = load(args.checkpoint, args.tokenizer, device)
     engine = Engine(model, tok, max_batch=args.max_batch, max_queue=args.max_queue,
-                    cuda_graphs=False if args.no_cuda_graphs else None, step_delay=args.step_delay)
+                    cuda_graphs=False if args.no_cuda_graphs else None, step_delay=args.step_delay,
+                    grammar=not args.no_grammar)
     name = args.model_name or Path(args.checkpoint).resolve().name
     app = create_app(engine, tok, name, max_body_bytes=args.max_body_bytes, warmup=True)
     logging.getLogger("model").info("serving %s (%s, %.1fM params) on %s, pid %d", name, meta.get("stage", "?"),

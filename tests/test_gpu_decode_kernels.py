@@ -172,6 +172,33 @@ def test_greedy_next_is_torch_argmax_and_advances_the_inputs():
         greedy_next(small, 5)
 
 
+def test_greedy_next_under_a_grammar_masks_and_advances_the_states():
+    """With bias/next_state tables (03_model's protocol grammar), each row's pick is the argmax of
+    logits + bias[its state], and inputs[2] gets next_state[state, pick]; rows in the free state
+    (0) pick the plain argmax. Bad tables are refused."""
+    from model.grammar import ProtocolGrammar
+    torch.manual_seed(1)
+    special = {name: 3000 + i for i, name in enumerate(
+        ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>", "<|thought|>", "<|action|>", "<|observation|>",
+         "<|answer|>"])}
+    V, n_vocab = 3016, 3008
+    g = ProtocolGrammar(special, n_vocab, V)
+    logits = torch.randn(6, V).bfloat16()
+    logits[:, 3000:3008] += 10.0  # the special tokens would win everywhere unconstrained
+    states = torch.tensor([0, 1, 2, 3, 4, 1])
+    inputs = torch.stack([torch.zeros(6, dtype=torch.long), torch.arange(6), states])
+    ids = greedy_next(logits, n_vocab, inputs, 99, g.bias, g.next_state)
+    want = (logits[:, :n_vocab].float() + g.bias[states, :n_vocab]).argmax(-1)
+    assert ids.tolist() == want.tolist() and ids[0] >= 3000 and all(3000 <= i < 3008 for i in ids[[1, 5]])
+    assert inputs[0].tolist() == ids.tolist() and inputs[1].tolist() == list(range(1, 7))
+    assert inputs[2].tolist() == [g.advance(int(s), int(i)) for s, i in zip(states, ids)]
+    assert ids[2] in (special["<|action|>"], special["<|answer|>"])  # what may close a thought
+    with pytest.raises(ValueError, match=r"\(3, >= 6\)"):
+        greedy_next(logits, n_vocab, inputs[:2], 99, g.bias, g.next_state)
+    with pytest.raises(ValueError, match="state row"):
+        greedy_next(logits, n_vocab, inputs, 99, g.bias, g.next_state.long())
+
+
 @pytest.mark.parametrize("B, H, D, dtype, splits", [(1, 2, 16, torch.float32, 1), (3, 3, 8, torch.float32, 4),
                                                     (MAX_ROWS, 2, 16, torch.bfloat16, 2), (2, 4, 4, torch.float32, 8)])
 def test_qkv_attention_equals_small_linear_then_decode_attention(B, H, D, dtype, splits):

@@ -363,7 +363,7 @@ def test_overlapped_steps_equal_step_by_step(tiny, decode_steps):
     """overlap=True (the next step launched from the device-side ids before the host reads this
     step's tokens), also with several greedy steps per launch, gives every request exactly what the
     plain step-by-step loop gives: greedy and seeded sampling, stop tokens and strings, max_tokens,
-    rows joining and leaving."""
+    rows joining and leaving, rows under the protocol grammar."""
     model, tok = tiny
     S = tok.special_tokens
     ps = prompts(tok)
@@ -371,13 +371,14 @@ def test_overlapped_steps_equal_step_by_step(tiny, decode_steps):
     for i, p in enumerate(ps):
         sampling = GREEDY if i % 3 else SamplingParams(temperature=1.0, top_k=40, seed=i)
         cases.append(dict(prompt=p, max_tokens=2 + 9 * i % 40, sampling=sampling,
-                          stop=["o"] if i % 4 == 1 else [], stop_ids={S["<|end|>"]} if i % 2 else set()))
+                          stop=["o"] if i % 4 == 1 else [], stop_ids={S["<|end|>"]} if i % 2 else set(),
+                          constrained=i % 5 < 2))  # some rows under the protocol grammar
     results = {}
     for overlap in (False, True):
         eng = Engine(model, tok, max_batch=4, overlap=overlap, decode_steps=decode_steps if overlap else 1)
         launches = []
         step = eng.decoder.step
-        eng.decoder.step = lambda tokens, steps=1: launches.append(steps) or step(tokens, steps)
+        eng.decoder.step = lambda tokens, steps=1, states=None: launches.append(steps) or step(tokens, steps, states)
         eng.start()
         try:
             reqs = [eng.submit(Request(**c)) for c in cases]
