@@ -14,21 +14,16 @@ from model.events import EventQueue
 from model.responses import CHAT_STOP_TOKENS, ChatAssembler
 from model.sampling import SamplingParams, sample
 from model.textstream import TextStream
-from tiny_checkpoint import CHAT_PROMPT, CONVERSATIONS, TOOL_PROMPT, make_tiny_run
+from tiny_checkpoint import CHAT_PROMPT, CONVERSATIONS, TOOL_PROMPT, load_tiny_run
 from transformer import GPT
 from transformer.chat import render_prompt
-from transformer.checkpoint import load_checkpoint
-from transformer.tokenizer import Tokenizer
 
 GREEDY = SamplingParams(temperature=0.0)
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    torch.set_num_threads(1)
-    ckpt = make_tiny_run(tmp_path_factory.mktemp("tiny"))
-    model, meta = load_checkpoint(ckpt)
-    return model, Tokenizer.load(meta["tokenizer"])
+    return load_tiny_run(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture

@@ -10,18 +10,13 @@ from model.engine import Done, Engine, Request, Token
 from model.grammar import ACTION, ANSWER, FREE, MOVES, STEP, THOUGHT, ProtocolGrammar
 from model.responses import CHAT_STOP_TOKENS
 from model.sampling import SamplingParams
-from tiny_checkpoint import make_tiny_run
+from tiny_checkpoint import load_tiny_run
 from transformer.chat import render_prompt
-from transformer.checkpoint import load_checkpoint
-from transformer.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    torch.set_num_threads(1)
-    ckpt = make_tiny_run(tmp_path_factory.mktemp("tiny"))
-    model, meta = load_checkpoint(ckpt)
-    return model, Tokenizer.load(meta["tokenizer"])
+    return load_tiny_run(tmp_path_factory.mktemp("tiny"))
 
 
 def test_tables(tiny):

@@ -70,3 +70,11 @@ def make_tiny_run(tmp_path: str | Path, steps: int = 150, seed: int = 0) -> Path
     save_checkpoint(ckpt, model, {"stage": "agent", "step": steps, "loss": loss.item(),
                                   "tokenizer": str(tmp_path / "tokenizer")})
     return ckpt
+
+
+def load_tiny_run(tmp_path: str | Path) -> tuple[GPT, Tokenizer]:
+    """make_tiny_run, then the model (one torch thread: tiny models run fastest so) and its tokenizer."""
+    from transformer.checkpoint import load_checkpoint
+    torch.set_num_threads(1)
+    model, meta = load_checkpoint(make_tiny_run(tmp_path))
+    return model, Tokenizer.load(meta["tokenizer"])
