@@ -39,6 +39,7 @@ MOVES = {
     ANSWER: {"<|end|>": FREE},
 }
 TEXT_STATES = (THOUGHT, ACTION, ANSWER)
+PROTOCOL_TOKENS = sorted({name for moves in MOVES.values() for name in moves})
 
 
 class ProtocolGrammar:
@@ -49,13 +50,12 @@ class ProtocolGrammar:
     @staticmethod
     def fits(special_tokens: dict[str, int]) -> bool:
         """Does a tokenizer have the protocol's special tokens?"""
-        return all(name in special_tokens for moves in MOVES.values() for name in moves)
+        return all(name in special_tokens for name in PROTOCOL_TOKENS)
 
     def __init__(self, special_tokens: dict[str, int], n_vocab: int, width: int, device="cpu"):
-        needed = {name for moves in MOVES.values() for name in moves}
-        missing = needed - set(special_tokens)
-        if missing:
-            raise ValueError(f"the tokenizer lacks the protocol's special tokens {sorted(missing)}")
+        if not self.fits(special_tokens):
+            missing = [name for name in PROTOCOL_TOKENS if name not in special_tokens]
+            raise ValueError(f"the tokenizer lacks the protocol's special tokens {missing}")
         if not 0 < n_vocab <= width:
             raise ValueError(f"need 0 < n_vocab <= width, got {n_vocab} and {width}")
         specials = torch.tensor(sorted(i for i in special_tokens.values() if i < width), dtype=torch.long)
@@ -78,7 +78,7 @@ class ProtocolGrammar:
 
     def advance(self, state: int, token: int) -> int:
         """The host's transition: the state after `token` (a token the state allows)."""
-        return self.moves[state].get(token, state) if state != FREE else FREE
+        return self.moves[state].get(token, state)
 
     def mask(self, logits: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """logits (n, width) + each row's state's bias -> (n, width); disallowed tokens at -inf."""
