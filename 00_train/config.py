@@ -54,16 +54,16 @@ def padded_vocab(n: int) -> int:
 
 # vocab_size 0 = take it from the data (the run's tokenizer), rounded up by padded_vocab
 PRESETS: dict[str, dict[str, dict]] = {
-    # 2 CPU cores, <= 6 minutes: 0.74M params, ~3M tokens (vocab 4096 from `train.prepare`). 3000 steps rather
-    # than 1500: the agent pipeline on top got 7 points more of its test split right in each of two seeds
-    # (00c_agent_sft/README.md); 1500 had beaten 1000 the same way.
+    # 2 CPU cores, <= 9 minutes: 0.74M params, ~4.6M tokens (vocab 4096 from `train.prepare`). 4500 steps rather
+    # than 3000: the agent pipeline on top got 53 more of its 2124 test items right (same seed, side by side,
+    # reports/agent_cpu_runs/README.md); 3000 had beaten 1500 by 7 points in each of two seeds, 1500 beaten 1000.
     # Sized by measurement: per token trained, 3L/96d reached the same val loss as 4L/128d at 1.6x the speed.
     # One thread: ~5-10k tokens/s whether or not the other core is busy; two OpenMP threads measured 8x slower
     # (700 tokens/s) while another process used a core. max_time stops (and saves) early on a slower machine.
     "cpu": {"model": dict(block_size=128, vocab_size=0, n_layer=3, n_head=4, n_embd=96),
-            "train": dict(batch_size=8, max_steps=3000, lr=6e-3, min_lr=6e-4, warmup_steps=30, threads=1,
-                          eval_interval=250, eval_iters=8, sample_interval=1000, ckpt_interval=3000, log_interval=10,
-                          max_time=330)},
+            "train": dict(batch_size=8, max_steps=4500, lr=6e-3, min_lr=6e-4, warmup_steps=30, threads=1,
+                          eval_interval=250, eval_iters=8, sample_interval=1000, ckpt_interval=4500, log_interval=10,
+                          max_time=500)},
     # one H100, <= 2 minutes: ~27M parameters, bf16
     "gpu": {"model": dict(block_size=512, vocab_size=0, n_layer=8, n_head=8, n_embd=512, dropout=0.2),
             "train": dict(batch_size=64, max_steps=1000, lr=1e-3, min_lr=1e-4, warmup_steps=100,
