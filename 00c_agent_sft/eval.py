@@ -111,13 +111,14 @@ def run_item(agent: Agent, questions: list[str], expected: list[dict]) -> dict:
 
 @contextmanager
 def model_server(checkpoint: str, threads: int | None, grammar: bool = True, device: str = "cpu",
-                 max_batch: int = 8):
+                 max_batch: int = 8, copy_rules: bool = True):
     """03_model on a free loopback port for the duration; yields its /v1 base URL."""
     port = free_port()
     cmd = [sys.executable, "-m", "model.serve", "--checkpoint", checkpoint, "--port", str(port),
            "--log-level", "warning", "--device", device, "--max-batch", str(max_batch)]
     cmd += ["--threads", str(threads)] if threads else []
     cmd += [] if grammar else ["--no-grammar"]
+    cmd += [] if copy_rules else ["--no-copy-rules"]
     proc = subprocess.Popen(cmd, cwd=ROOT)
     try:
         try:
@@ -174,7 +175,7 @@ def summarise(results: list[dict]) -> dict:
 
 def evaluate(checkpoint: str, base_url: str | None = None, kb: str | None = None, limit: int | None = None,
              test_file: str | None = None, out_dir: str | None = None, workers: int = 4,
-             threads: int | None = None, grammar: bool = True, device: str = "cpu") -> dict:
+             threads: int | None = None, grammar: bool = True, device: str = "cpu", copy_rules: bool = True) -> dict:
     t0 = time.time()
     kb_path = Path(kb or os.environ.get("KB_PATH") or KB_FILE).resolve()
     test_path = Path(test_file or HERE / "data" / "test.jsonl")
@@ -188,7 +189,8 @@ def evaluate(checkpoint: str, base_url: str | None = None, kb: str | None = None
               "expected": [{"kind": "fact", "answer": ADDED_FACTS[key], "tools": ["lookup"]}]}
              for q, key in ADDED_QUESTIONS]
     old_kb = os.environ.get("KB_PATH")
-    server = model_server(checkpoint, threads, grammar, device, max(8, workers)) if base_url is None else None
+    server = (model_server(checkpoint, threads, grammar, device, max(8, workers), copy_rules)
+              if base_url is None else None)
     try:
         url = server.__enter__() if server else base_url
         agent = Agent(url, temperature=0.0, max_tokens=128, max_steps=4)
@@ -207,7 +209,8 @@ def evaluate(checkpoint: str, base_url: str | None = None, kb: str | None = None
     report = {"checkpoint": str(checkpoint), "stage": meta.get("stage"), "step": meta.get("step"),
               "preset": meta.get("preset"), "losses": meta.get("losses"), "test_file": str(test_path),
               "limit_per_category": limit, "items": len(scored), "kb": str(kb_path),
-              "decoding": (f"greedy on {device}" + (", protocol grammar" if grammar else ", unconstrained"))
+              "decoding": (f"greedy on {device}" + (", protocol grammar" if grammar else ", unconstrained")
+                           + (", copy rules" if grammar and copy_rules else ""))
               if base_url is None
               else "greedy, as the server at --base-url decodes", **summarise(scored),
               "ten_queries": [{"question": r["questions"][0], "answer": r["turns"][0]["answer"] if r["turns"] else "",
@@ -267,11 +270,14 @@ def main(argv: list[str] | None = None) -> None:
                     help="device of the started server: cpu (float32; the default) | cuda (bfloat16, CUDA graphs)")
     ap.add_argument("--no-grammar", action="store_true",
                     help="the started server decodes unconstrained (model.serve --no-grammar)")
+    ap.add_argument("--no-copy-rules", action="store_true",
+                    help="the started server lets actions and answers write what they did not copy "
+                         "(model.serve --no-copy-rules)")
     args = ap.parse_args(argv)
     if args.checkpoint and not Path(args.checkpoint).is_dir() and args.base_url is None:
         raise SystemExit(f"error: checkpoint {args.checkpoint} does not exist")
     r = evaluate(args.checkpoint, args.base_url, args.kb, args.limit, args.test_file, args.out_dir,
-                 args.workers, args.threads, not args.no_grammar, args.device)
+                 args.workers, args.threads, not args.no_grammar, args.device, not args.no_copy_rules)
     print(markdown(r))
 
 

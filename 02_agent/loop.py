@@ -28,7 +28,7 @@ from typing import Any, AsyncIterator, Iterator
 
 import httpx
 
-from agent.tools import run_tool
+from agent.tools import relations, run_tool
 
 Event = dict[str, Any]
 DEFAULT_MODEL_URL = "http://127.0.0.1:9000/v1"
@@ -39,10 +39,20 @@ _TOOL_SPECS = {
     "lookup": ("query", "Look up a fact in the knowledge base, e.g. 'capital of France'."),
 }
 ARG_KEYS = {name: key for name, (key, _) in _TOOL_SPECS.items()}
-TOOL_SCHEMAS = [  # OpenAI function schemas, sent as `tools` so any compatible server knows them
-    {"type": "function", "function": {"name": name, "description": doc, "parameters": {
+MAX_RELATIONS = 500  # relations named in the lookup tool's description, at most
+
+
+def tool_schemas() -> list[dict]:
+    """OpenAI function schemas, sent as `tools` so any compatible server knows them. lookup's
+    description names the relations of the knowledge base as it is now (03_model lets an action use
+    the words of the conversation and of its tools: copying.py)."""
+    docs = dict((name, doc) for name, (_, doc) in _TOOL_SPECS.items())
+    known = relations()
+    if known:
+        docs["lookup"] += " Relations: " + ", ".join(known[:MAX_RELATIONS]) + "."
+    return [{"type": "function", "function": {"name": name, "description": docs[name], "parameters": {
         "type": "object", "properties": {key: {"type": "string"}}, "required": [key]}}}
-    for name, (key, doc) in _TOOL_SPECS.items()]
+        for name, (key, _) in _TOOL_SPECS.items()]
 
 
 class AgentError(Exception):
@@ -208,8 +218,11 @@ class Agent:
         self.payload: dict[str, Any] = {"model": model, "stream": True, "temperature": temperature}
         if max_tokens is not None:
             self.payload["max_tokens"] = max_tokens
-        if tools:
-            self.payload["tools"] = TOOL_SCHEMAS
+        self.tools = tools
+
+    def _payload(self) -> dict[str, Any]:
+        """The request body's fixed fields; the tools are described anew for each turn (the KB may change)."""
+        return {**self.payload, "tools": tool_schemas()} if self.tools else self.payload
 
     def _error(self, e: Exception) -> Event:
         if isinstance(e, AgentError):
@@ -228,7 +241,7 @@ class Agent:
     def run(self, messages: list[dict]) -> Iterator[Event]:
         """Run one turn synchronously, yielding events as they stream."""
         try:
-            turn = _Turn(messages, self.payload, self.max_steps)
+            turn = _Turn(messages, self._payload(), self.max_steps)
             with httpx.Client(timeout=self.timeout, headers=self.headers) as client:
                 while (body := turn.request()) is not None:
                     with client.stream("POST", self.url, json=body) as r:
@@ -243,7 +256,7 @@ class Agent:
     async def arun(self, messages: list[dict]) -> AsyncIterator[Event]:
         """Async twin of `run` (same events), for the web app."""
         try:
-            turn = _Turn(messages, self.payload, self.max_steps)
+            turn = _Turn(messages, self._payload(), self.max_steps)
             async with httpx.AsyncClient(timeout=self.timeout, headers=self.headers) as client:
                 while (body := turn.request()) is not None:
                     async with client.stream("POST", self.url, json=body) as r:

@@ -321,6 +321,17 @@ def lookup(query: str, kb_path: str | os.PathLike | None = None) -> str:
         return "error: could not read knowledge base"
 
 
+def relations(kb_path: str | os.PathLike | None = None) -> list[str]:
+    """The relations the knowledge base knows (each key's words before its first "of"), sorted;
+    [] when it cannot be read. The agent names them in the lookup tool's description."""
+    if kb_path is None:
+        kb_path = os.environ.get("KB_PATH") or _default_kb_path()
+    kb = _load_kb(Path(kb_path))
+    if isinstance(kb, str):
+        return []
+    return sorted({k.split(" of ", 1)[0] for k in kb if " of " in k})
+
+
 # ----------------------------------------------------------------------------- registry
 
 TOOLS: dict[str, Callable[[str], str]] = {"calc": calc, "lookup": lookup}

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from transformer.chat import render_prompt
 
+from .copying import CopyRule, tool_words
 from .engine import Engine, EngineClosed, QueueFull
 from .events import Done, Failed, Request
 from .responses import CHAT_STOP_TOKENS, ChatAssembler, Shapes, usage
@@ -120,7 +121,15 @@ def create_app(engine: Engine, tok, model_name: str, max_body_bytes: int = 1 << 
     async def _internal(_, e: Exception):
         return JSONResponse(APIError(500, f"internal error: {e}", "server_error").body(), 500)
 
-    def submit(prompt: list[int], body: Sampling, chat: bool, param: str) -> Request:
+    specials = set(special.values())
+
+    def copy_rule(prompt: list[int], tools: list[dict] | None) -> CopyRule | None:
+        """A chat turn's copy rules (copying.py): the conversation's text, and the tools' words."""
+        if not engine.copy_rules:
+            return None
+        return CopyRule(tok.decode([t for t in prompt if t not in specials]), tool_words(tools) if tools else None)
+
+    def submit(prompt: list[int], body: Sampling, chat: bool, param: str, copy: CopyRule | None = None) -> Request:
         if not prompt:
             raise APIError(400, "the prompt is empty", param=param)
         try:
@@ -131,7 +140,7 @@ def create_app(engine: Engine, tok, model_name: str, max_body_bytes: int = 1 << 
                                   1.0 if body.top_p is None else body.top_p, body.seed)
         req = Request(prompt, max_tokens, sampling, stop=body.stop or [],
                       stop_ids=chat_stops if chat else text_stops, specials_as_text=not chat,
-                      loop=asyncio.get_running_loop(), constrained=chat)
+                      loop=asyncio.get_running_loop(), constrained=chat, copy=copy)
         try:
             return engine.submit(req)
         except QueueFull as e:
@@ -193,7 +202,7 @@ def create_app(engine: Engine, tok, model_name: str, max_body_bytes: int = 1 << 
             prompt = await asyncio.to_thread(render_prompt, [m.as_dict() for m in body.messages], tok)
         except (ValueError, KeyError, TypeError, IndexError) as e:
             raise APIError(400, f"messages: {e or 'no user or tool message'}", param="messages") from None
-        req = submit(prompt, body, chat=True, param="messages")
+        req = submit(prompt, body, chat=True, param="messages", copy=copy_rule(prompt, body.tools))
         asm, shapes = ChatAssembler(tok), Shapes(body.model or model_name, chat=True)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
 

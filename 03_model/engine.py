@@ -46,9 +46,10 @@ from collections import deque
 
 import torch
 
+from .copying import CANDIDATES
 from .decode import EagerDecoder, GraphDecoder
 from .events import Done, Failed, Outbox, Request, Token
-from .grammar import FREE, STEP, ProtocolGrammar
+from .grammar import ACTION, ANSWER, FREE, STEP, ProtocolGrammar
 from .sampling import sample
 from .textstream import TextStream
 
@@ -65,11 +66,13 @@ class EngineClosed(RuntimeError):
 
 class _Seq:
     """A request in a slot."""
-    __slots__ = ("req", "text", "gen", "last", "n_out", "done", "state")
+    __slots__ = ("req", "text", "gen", "last", "n_out", "done", "state", "copy", "segment")
 
-    def __init__(self, req: Request, device: torch.device, tok, state: int):
+    def __init__(self, req: Request, device: torch.device, tok, state: int, copy_rules: bool):
         self.req, self.last, self.n_out, self.done = req, -1, 0, False
         self.state = state  # grammar state after `last` (FREE: unconstrained)
+        self.copy = req.copy if copy_rules and state != FREE else None  # copying.CopyRule
+        self.segment = b""  # the text since the last special token (what `copy` checks)
         self.text = TextStream(tok, req.stop, req.specials_as_text)
         self.gen = req.sampling.generator(device)
 
@@ -77,7 +80,8 @@ class _Seq:
 class Engine:
     def __init__(self, model, tok, max_batch: int = 8, max_queue: int = 64,
                  cuda_graphs: bool | None = None, step_delay: float = 0.0, overlap: bool = True,
-                 prefill_tokens: int = 2048, decode_steps: int | None = None, grammar: bool = True):
+                 prefill_tokens: int = 2048, decode_steps: int | None = None, grammar: bool = True,
+                 copy_rules: bool = True):
         self.model, self.tok = model.eval(), tok
         self.device = next(model.parameters()).device
         self.block_size = model.config.block_size
@@ -98,6 +102,8 @@ class Engine:
                                      grammar=self.grammar)
                         if use_graphs else EagerDecoder(model, self.cache, n_vocab=self.n_vocab, grammar=self.grammar))
         self.overlap = overlap
+        self.specials = frozenset(tok.special_tokens.values())
+        self.copy_rules = copy_rules and self.grammar is not None  # a request's `copy` (copying.py) is checked
         self.prefill_tokens = prefill_tokens  # padded prompt tokens per prefill forward (at least one prompt)
         self._pending: _Step | None = None  # a launched step whose tokens are not processed yet
         self._dirty = True  # rows changed since the last step: the next one takes its inputs from the host
@@ -254,9 +260,43 @@ class Engine:
             ids = sample(logits[:, :self.n_vocab], [s.req.sampling for s in seqs], [s.gen for s in seqs])
             self.decoder.feed(ids)
             ids = ids[None]
+        checked = self._copy_checked(seqs, logits, ids[-1])
+        if checked is not None:
+            self.decoder.feed(checked)
+            ids = checked[None]
         self.stats["steps"] += k
         self._turn ^= 1
         return _Step(seqs, ids, self._landing[self._turn])
+
+    def _copy_checked(self, seqs: list[_Seq], logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor | None:
+        """Rows in an action or an answer whose pick breaks their copy rule (copying.py) take the
+        most likely token that keeps it -> the corrected ids (n,), or None when every pick stands."""
+        rows = [i for i, s in enumerate(seqs) if s.copy is not None and s.state in (ACTION, ANSWER)]
+        if not rows:
+            return None
+        picks, changed = ids.tolist(), False
+        for i in rows:
+            if self._copy_ok(seqs[i], picks[i]):
+                continue
+            row = self.grammar.mask(logits[i:i + 1, :self.n_vocab], torch.tensor([seqs[i].state], device=self.device))[0]
+            top = row.topk(min(CANDIDATES, self.n_vocab)).indices.tolist()
+            for t in top + [t for t in row.argsort(descending=True).tolist() if t not in set(top)]:
+                if row[t] == float("-inf"):
+                    break
+                if self._copy_ok(seqs[i], t):
+                    picks[i], changed = t, True
+                    break
+        return torch.tensor(picks, device=ids.device) if changed else None
+
+    def _copy_ok(self, seq: _Seq, token: int) -> bool:
+        action = seq.state == ACTION
+        if token in self.specials:  # the grammar allows only the one that ends the action or answer
+            return seq.copy.allows_bytes(seq.segment, action, final=True)
+        return seq.copy.allows_bytes(seq.segment + self.tok.id_to_bytes(token), action)
+
+    def _copy_rows(self) -> bool:
+        """Any row whose picks the host must check before the next step (so: one step per launch)."""
+        return any(s.copy is not None and s.state != FREE for s in self.slots)
 
     def _waiting_for_slot(self) -> bool:
         return bool(self.waiting) and len(self.slots) < self.max_batch
@@ -265,14 +305,14 @@ class Engine:
         """decode_steps while every row is greedy and has room for them after `ahead` unread steps
         and nobody waits for a free slot (it would wait k steps to join); else 1."""
         k = self.decode_steps
-        if k == 1 or self._waiting_for_slot():
+        if k == 1 or self._waiting_for_slot() or self._copy_rows():
             return 1
         return k if all(s.req.sampling.greedy and s.n_out + ahead + k <= s.req.max_tokens for s in self.slots) else 1
 
     def _can_run_ahead(self, ahead: int) -> bool:
         """Launch the next step before reading the `ahead` launched ones? Only while no row can join
         (a waiting request and a free slot) and every row has room for one more token."""
-        if not self.overlap or self._dirty or self._waiting_for_slot():
+        if not self.overlap or self._dirty or self._waiting_for_slot() or self._copy_rows():
             return False
         return all(s.n_out + ahead + 1 <= s.req.max_tokens for s in self.slots)
 
@@ -305,7 +345,7 @@ class Engine:
         rows = slice(first, first + len(reqs))
         self._dirty = True  # new rows: the next step takes its inputs from the host
         self.cache.reset(rows)
-        seqs = [_Seq(req, self.device, self.tok, STEP if self.grammar and req.constrained else FREE)
+        seqs = [_Seq(req, self.device, self.tok, STEP if self.grammar and req.constrained else FREE, self.copy_rules)
                 for req in reqs]
         self.slots.extend(seqs)
         last = self.model.prefill([req.prompt for req in reqs], self.cache, first)  # (b, V)
@@ -319,6 +359,8 @@ class Engine:
         seq.last, seq.n_out = token, seq.n_out + 1
         if seq.state != FREE:
             seq.state = self.grammar.advance(seq.state, token)
+        if seq.copy is not None:
+            seq.segment = b"" if token in self.specials else seq.segment + self.tok.id_to_bytes(token)
         self.stats["tokens"] += 1
         if token in req.stop_ids:
             text, special, reason = seq.text.close(), (None if req.specials_as_text else token), "stop"

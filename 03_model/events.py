@@ -68,9 +68,10 @@ class Request:
 
     def __init__(self, prompt: list[int], max_tokens: int, sampling: SamplingParams = SamplingParams(),
                  stop: list[str] | tuple[str, ...] = (), stop_ids: set[int] | frozenset[int] = frozenset(),
-                 specials_as_text: bool = True, loop=None, constrained: bool = False):
+                 specials_as_text: bool = True, loop=None, constrained: bool = False, copy=None):
         self.id = next(_ids)
         self.constrained = constrained  # an assistant turn: decode under the protocol's grammar (grammar.py)
+        self.copy = copy  # a copying.CopyRule for its actions and answers (needs `constrained`), or None
         self.prompt, self.max_tokens, self.sampling = list(prompt), max_tokens, sampling
         self.stop, self.stop_ids, self.specials_as_text = list(stop), frozenset(stop_ids), specials_as_text
         self.loop = loop

@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-cuda-graphs", action="store_true", help="eager decode on a GPU (for debugging)")
     p.add_argument("--no-grammar", action="store_true",
                    help="chat turns decode unconstrained (default: only tokens the protocol allows next, grammar.py)")
+    p.add_argument("--no-copy-rules", action="store_true",
+                   help="chat actions and answers may write numbers and words they did not copy (copying.py)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (tiny models: 1 is fastest)")
     p.add_argument("--step-delay", type=float, default=0.0,
                    help="sleep this many seconds after each decode step: a slow device, for demos and tests")
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     model, tok, meta = load(args.checkpoint, args.tokenizer, device)
     engine = Engine(model, tok, max_batch=args.max_batch, max_queue=args.max_queue,
                     cuda_graphs=False if args.no_cuda_graphs else None, step_delay=args.step_delay,
-                    grammar=not args.no_grammar)
+                    grammar=not args.no_grammar, copy_rules=not args.no_copy_rules)
     name = args.model_name or Path(args.checkpoint).resolve().name
     app = create_app(engine, tok, name, max_body_bytes=args.max_body_bytes, warmup=True)
     logging.getLogger("model").info("serving %s (%s, %.1fM params) on %s, pid %d", name, meta.get("stage", "?"),

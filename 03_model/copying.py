@@ -1,0 +1,105 @@
+"""Copy rules: an action or an answer may write a number, or an action a word, only if it copies it.
+
+A small model knows *what* to do long before it can copy exactly: asked "what is 59700000 + 74328900?"
+it writes `calc(597000000 + 74328900)` (one 0 too many), and asked about Vietnam it writes
+`lookup(capital of V bynam)`. In the training traces every number of an answer appears earlier in
+the conversation (the user wrote it or a tool returned it), every number of two or more digits in an
+action does too (one-digit ones come from words: "cubed" -> `** 3`), and every word of an action is
+the user's or a tool's (a tool name, or a relation the lookup tool's description names). So
+those are the rules a chat turn is decoded under, on top of the protocol's grammar (grammar.py):
+
+    where            what                           must be
+    action, answer   a number (digits, maybe .dd)   a number of the conversation (actions: or one digit)
+    action           a word (letters)               a word of the conversation or of the request's tools
+    action, answer   bytes that are not UTF-8       never
+
+A rule checks text, not tokens: a number may be tokenized differently when it is copied. While a
+number or word is still open (at the end of the text), it must be a prefix of an allowed one. The
+engine checks its pick for each row in an action or answer; when the pick breaks a rule it takes the
+most likely token that does not (the top CANDIDATES first, then the rest; if none does, it keeps its pick).
+"""
+from __future__ import annotations
+
+import codecs
+import re
+from typing import Any, Iterable
+
+NUMBER = re.compile(r"\d+(?:\.\d+)?")
+WORD = re.compile(r"[^\W\d_]+")
+CANDIDATES = 64  # tokens tried, most likely first, when the pick breaks a rule
+
+
+def _prefixes(items: Iterable[str]) -> set[str]:
+    return {s[:i] for s in items for i in range(1, len(s) + 1)}
+
+
+def tool_words(tools: list[dict[str, Any]] | None) -> list[str]:
+    """The words of an OpenAI `tools` list: function names, descriptions and parameter texts."""
+    out: list[str] = []
+
+    def walk(x: Any) -> None:
+        if isinstance(x, str):
+            out.extend(WORD.findall(x.lower()))
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                if k in ("name", "description") or isinstance(v, (dict, list)):
+                    walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+    walk(tools or [])
+    return out
+
+
+class CopyRule:
+    """The rules for one request. context: the conversation's text (what the user and the tools
+    wrote, and earlier assistant text); words: the extra words an action may use (tool_words), or
+    None to leave an action's words unchecked (a request without tools)."""
+
+    def __init__(self, context: str, words: Iterable[str] | None):
+        self.numbers = set(NUMBER.findall(context))
+        self.number_prefixes = _prefixes(self.numbers)
+        self.check_words = words is not None
+        self.words = set(WORD.findall(context.lower())) | set(words or ())
+        self.word_prefixes = _prefixes(self.words)
+        self.word_byte_prefixes = _prefixes([w.encode() for w in self.words])
+
+    def allows_bytes(self, data: bytes, action: bool, final: bool = False) -> bool:
+        """allows() for the UTF-8 bytes of the tokens so far. A character cut at the end (a token may
+        hold part of one) ends any number; in an action it must continue an allowed word."""
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        text = decoder.decode(data, final=final)
+        cut = decoder.getstate()[0]
+        if not cut:
+            return self.allows(text, action, final)
+        if action and self.check_words:
+            word = re.search(r"[^\W\d_]*$", text.lower()).group()
+            if word.encode() + cut not in self.word_byte_prefixes:
+                return False
+            text = text[:len(text) - len(word)]
+        return self.allows(text + " ", action)
+
+    def allows(self, text: str, action: bool, final: bool = False) -> bool:
+        """Can `text` (an action's or an answer's text so far) still follow the rules? final: the
+        text is complete (the next token ends the action or the answer)."""
+        if "\ufffd" in text:  # bytes that are no UTF-8: nobody wrote them
+            return False
+        for m in NUMBER.finditer(text):
+            n, rest = m.group(), text[m.end():]
+            if not final and (rest == "" or rest == "."):  # still open: "859" or "859." may go on
+                if n + rest in self.number_prefixes or self._number(n, action):  # or it ends here
+                    continue
+                return False
+            if not self._number(n, action):
+                return False
+        if action and self.check_words:
+            low = text.lower()
+            for m in WORD.finditer(low):
+                w = m.group()
+                ok = w in self.word_prefixes if (not final and m.end() == len(low)) else w in self.words
+                if not ok:
+                    return False
+        return True
+
+    def _number(self, n: str, action: bool) -> bool:
+        return n in self.numbers or (action and len(n) == 1)

@@ -1,0 +1,187 @@
+"""03_model's copy rules (copying.py): what a rule allows, that the training traces obey them, and
+that the engine's chat turns follow them (greedy and sampled; eager on the CPU, CUDA graphs on a GPU).
+CPU, tiny model, except the gpu-marked test."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from agent.loop import tool_schemas
+from agent.tools import relations
+from model.copying import NUMBER, CopyRule, tool_words
+from model.engine import Done, Engine, Request
+from model.responses import CHAT_STOP_TOKENS
+from model.sampling import SamplingParams
+from tiny_checkpoint import load_tiny_run
+from transformer.chat import render_prompt
+
+DATA = Path(__file__).resolve().parents[1] / "00c_agent_sft" / "data"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return load_tiny_run(tmp_path_factory.mktemp("tiny"))
+
+
+def test_numbers():
+    rule = CopyRule("What is 59700000 + 74328900? Earlier: 859.23 and -42.", words=None)
+    assert rule.numbers == {"59700000", "74328900", "859.23", "42"}
+    for action in (True, False):
+        assert rule.allows("calc(59700000 + 7432", action)            # open: a prefix of 74328900
+        assert rule.allows("calc(59700000 + 74328900)", action, final=True)
+        assert not rule.allows("calc(597000000", action)              # one 0 too many
+        assert not rule.allows("calc(5970000 + 1)", action)           # closed, not copied
+        assert rule.allows("The answer is 859.", action)              # 859. may still become 859.23
+        assert rule.allows("The answer is 42.", action, final=True)   # a sentence's period
+        assert not rule.allows("The answer is 859.2", action, final=True)
+        assert rule.allows("no numbers at all", action, final=True)
+    # one digit: an action may write it ("cubed" -> ** 3), an answer may not
+    assert rule.allows("calc(42 ** 3)", True, final=True)
+    assert not rule.allows("It is 3.", False, final=True)
+    assert not rule.allows("It is 3", False)  # open, and no copied number starts with 3
+
+
+def test_words_of_an_action():
+    rule = CopyRule("Who is the composer of Madama Butterfly?", words=["lookup", "capital", "composer"])
+    assert rule.allows("lookup(composer of Madama Butterfly)", True, final=True)
+    assert rule.allows("lookup(COMPOSER of madama butter", True)     # case-insensitive; open prefix
+    assert not rule.allows("lookup(composer of M was", True)          # "was": nobody wrote it
+    assert not rule.allows("lookup(composer of Madama Butter)", True, final=True)  # closed, not a word
+    assert rule.allows("lookup(composer of M was", False)             # answers' words are free
+    free = CopyRule("Who is the composer of Madama Butterfly?", words=None)
+    assert free.allows("lookup(composer of M was)", True, final=True)  # no tools given: unchecked
+
+
+def test_cut_characters():
+    rule = CopyRule("the capital of Québec, 1234", words=["lookup"])
+    q = "Québec".encode()
+    assert rule.allows_bytes(b"lookup(capital of " + q[:3], True)     # "Qu" + half of "é"
+    assert rule.allows_bytes(b"lookup(capital of " + q, True)
+    assert not rule.allows_bytes(b"lookup(capital of M\xe2", True)    # no allowed word goes on so
+    assert not rule.allows_bytes(b"lookup(capital of 12\xc3", True)   # a character ends 12: not copied
+    assert rule.allows_bytes(b"The answer is 1234\xc3", False)
+    assert not rule.allows_bytes(b"lookup(capital of \xff)", True, final=True)  # bad bytes are no word
+
+
+def test_tool_words_name_the_knowledge_base_relations(tmp_path, monkeypatch):
+    kb = tmp_path / "kb.json"
+    kb.write_text(json.dumps({"capital of France": "Paris", "favourite colour of the mascot": "teal",
+                              "speed of light": "c"}), encoding="utf-8")
+    assert relations(kb) == ["capital", "favourite colour", "speed"]
+    monkeypatch.setenv("KB_PATH", str(kb))
+    words = set(tool_words(tool_schemas()))
+    assert {"calc", "lookup", "capital", "favourite", "colour", "speed"} <= words
+    assert "mascot" not in words  # entities are not named: the user has to write them
+    kb.write_text("not json", encoding="utf-8")
+    assert relations(kb) == []
+
+
+def _rule_breaks(path: Path, words: dict[str, list[str]], limit: int) -> tuple[int, list]:
+    """Check every action and answer of the first `limit` conversations against the rules, with the
+    conversation so far as the context and `words[its KB]` as the tools' words."""
+    checked, bad = 0, []
+    with path.open(encoding="utf-8") as f:
+        for line, _ in zip(f, range(limit)):
+            d = json.loads(line)
+            rule_words, context = words[d.get("kb", "kb")], ""
+            for m in d["messages"]:
+                if m["role"] in ("user", "tool"):
+                    context += " " + m["content"]
+                    continue
+                rule = CopyRule(context, rule_words)
+                segments = [(True, f"{c['function']['name']}({next(iter(json.loads(c['function']['arguments']).values()))})")
+                            for c in m.get("tool_calls") or []] + [(False, m["content"])] * bool(m.get("content"))
+                for action, text in segments:
+                    checked += 1
+                    if not rule.allows(text, action, final=True):
+                        bad.append(text)
+                context += " " + (m.get("reasoning_content") or "") + " " + (m.get("content") or "")
+    return checked, bad
+
+
+def test_the_training_traces_follow_the_rules(monkeypatch):
+    """The rules are what the traces already do: every action and answer of the committed train and
+    test splits keeps them, with the tools as the agent describes them (so decoding under them never
+    forbids what the model was taught)."""
+    words = {}
+    for name, kb in (("kb", DATA.parent / "kb.json"), ("invented", DATA / "kb_invented.json")):
+        monkeypatch.setenv("KB_PATH", str(kb))
+        words[name] = tool_words(tool_schemas())
+    for split, limit in (("train.jsonl", 6000), ("test.jsonl", 10**6)):
+        checked, bad = _rule_breaks(DATA / split, words, limit)
+        assert checked > 5000 and bad == [], (split, bad[:5])
+
+
+def chat(engine: Engine, tok, question: str, sampling: SamplingParams, copy: CopyRule | None) -> str:
+    """One chat turn's text, special tokens (the stopping one too) spelled out."""
+    S = tok.special_tokens
+    names = {v: k for k, v in S.items()}
+    prompt = render_prompt([{"role": "user", "content": question}], tok)
+    req = engine.submit(Request(prompt, 48, sampling, stop_ids={S[s] for s in CHAT_STOP_TOKENS},
+                                specials_as_text=False, constrained=True, copy=copy))
+    text = ""
+    while not isinstance(ev := req.events.get(timeout=30), Done):
+        text += ev.text + (names[ev.special] if ev.special is not None else "")
+    return text
+
+
+def rule_for(tok, question: str) -> CopyRule:
+    specials = set(tok.special_tokens.values())
+    prompt = render_prompt([{"role": "user", "content": question}], tok)
+    return CopyRule(tok.decode([t for t in prompt if t not in specials]), ["calc", "lookup"])
+
+
+def broken(rule: CopyRule, turn: str) -> list[str]:
+    """The actions and answers of a turn (text with specials spelled out) that break the rule."""
+    out = []
+    for tag, text, end in re.findall(r"<\|(action|answer)\|>(.*?)(<\|(?:observation|end)\|>|$)", turn, re.S):
+        if not rule.allows(text, tag == "action", final=bool(end)):
+            out.append(text)
+    return out
+
+
+def test_engine_turns_follow_the_copy_rules(tiny):
+    """The tiny model memorised `calc(1234 + 5678)`; asked about 5679 it still writes 5678 without
+    the rules, and copies with them. Hot sampling breaks the rules often without them, never with."""
+    model, tok = tiny
+    eng = Engine(model, tok, max_batch=4).start()
+    try:
+        q = "What is 1234 plus 5679?"
+        greedy = SamplingParams(temperature=0.0)
+        free = chat(eng, tok, q, greedy, None)
+        ruled = chat(eng, tok, q, greedy, rule_for(tok, q))
+        assert "calc(1234 + 5678)" in free
+        action = re.search(r"<\|action\|>(.*?)<\|observation\|>", ruled).group(1)
+        assert set(NUMBER.findall(action)) <= {"1234", "5679"} | set("0123456789"), ruled
+        # a turn that breaks no rule is left alone
+        same = "What is 1234 plus 5678?"
+        assert chat(eng, tok, same, greedy, rule_for(tok, same)) == chat(eng, tok, same, greedy, None)
+        questions = ["What is 1234 plus 5679?", "Hi there!", "What is 12 plus 5678?", "abc 77"] * 4
+        hot = [SamplingParams(temperature=2.0, seed=i) for i in range(len(questions))]
+        without = [broken(rule_for(tok, q), chat(eng, tok, q, s, None)) for q, s in zip(questions, hot)]
+        assert sum(map(bool, without)) >= 3  # the test can fail
+        for q, s in zip(questions, hot):
+            assert broken(rule_for(tok, q), chat(eng, tok, q, s, rule_for(tok, q))) == []
+    finally:
+        eng.stop(drain=False, timeout=10)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_engine_follows_the_copy_rules(tiny):
+    """bf16 on the GPU, CUDA graphs: chat rows under a rule decode one checked step per launch, and
+    keep the rules, next to unruled rows that still use several steps per launch."""
+    model, tok = tiny
+    model = model.to("cuda", torch.bfloat16)
+    eng = Engine(model, tok, max_batch=4).start(warmup=True)
+    try:
+        assert eng.decode_steps > 1
+        questions = ["What is 1234 plus 5679?", "Hi there!", "What is 12 plus 5678?", "abc 77"] * 3
+        for i, q in enumerate(questions):
+            s = SamplingParams(temperature=2.0 if i % 2 else 0.0, seed=i)
+            assert broken(rule_for(tok, q), chat(eng, tok, q, s, rule_for(tok, q))) == []
+    finally:
+        eng.stop(drain=False, timeout=10)
