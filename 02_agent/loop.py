@@ -16,6 +16,9 @@ Events are plain dicts:
     {"type": "answer", "delta": str}
     {"type": "done", "messages": [... the full updated conversation ...], "finish_reason": str}
     {"type": "error", "message": str}
+When the server answers that the conversation does not fit its context window (400,
+`context_length_exceeded`), the turn leaves the oldest exchange out of its requests and asks again,
+until only the current one is left; the returned history keeps everything.
 `done` or `error` is always the last event; no exception escapes `run`/`arun`. Closing the
 generator early closes the HTTP stream, which is how the server learns to stop generating.
 """
@@ -103,6 +106,7 @@ class _Turn:
         self.messages = [dict(m) for m in messages]  # never mutate the caller's list
         self.payload, self.max_steps = payload, max_steps
         self.steps, self.finished = 0, False
+        self.skip = 0  # messages[:skip] (but system messages) are left out: the window was too small
 
     def request(self) -> dict | None:
         """The JSON body of the next model call, or None when the turn is over."""
@@ -111,7 +115,20 @@ class _Turn:
         self.steps += 1
         self.reasoning, self.content, self.calls = [], [], {}
         self.finish_reason, self.stream_done = None, False
-        return {**self.payload, "messages": self.messages}
+        system = [m for m in self.messages[:self.skip] if m.get("role") == "system"]
+        return {**self.payload, "messages": system + self.messages[self.skip:]}
+
+    def shorten(self, status: int, body: bytes) -> bool:
+        """The server said the conversation does not fit its context window: from now on, leave the
+        oldest exchange out of the requests (the history this turn returns keeps it) -> True, so the
+        caller asks again; False when only the current exchange is left."""
+        if status != 400 or b"context_length_exceeded" not in body:
+            return False
+        users = [i for i, m in enumerate(self.messages) if i >= self.skip and m.get("role") == "user"]
+        if len(users) < 2:
+            return False
+        self.skip, self.steps = users[1], self.steps - 1
+        return True
 
     def feed(self, line: str) -> list[Event]:
         """Parse one SSE line of the model's stream into thought/answer events."""
@@ -246,7 +263,9 @@ class Agent:
                 while (body := turn.request()) is not None:
                     with client.stream("POST", self.url, json=body) as r:
                         if r.status_code >= 400:
-                            raise self._status_error(r.status_code, r.read())
+                            if turn.shorten(r.status_code, error := r.read()):
+                                continue
+                            raise self._status_error(r.status_code, error)
                         for line in r.iter_lines():
                             yield from turn.feed(line)
                     yield from turn.end_step()
@@ -261,7 +280,9 @@ class Agent:
                 while (body := turn.request()) is not None:
                     async with client.stream("POST", self.url, json=body) as r:
                         if r.status_code >= 400:
-                            raise self._status_error(r.status_code, await r.aread())
+                            if turn.shorten(r.status_code, error := await r.aread()):
+                                continue
+                            raise self._status_error(r.status_code, error)
                         async for line in r.aiter_lines():
                             for event in turn.feed(line):
                                 yield event

@@ -38,6 +38,7 @@ class Reply:
     raw_args: str | None = None     # ... or this exact string (to test bad JSON)
     finish_reason: str = "stop"
     status: int = 200               # != 200: return an OpenAI error JSON instead of a stream
+    code: str | None = None         # the error JSON's "code"
     raw_lines: list[str] = field(default_factory=list)  # sent verbatim (malformed stream tests)
     truncate: bool = False          # stop after the text without finish_reason or [DONE]
 
@@ -108,7 +109,7 @@ class FakeOpenAI:
             reply = self.script.pop(0)
             if reply.status != 200:
                 return JSONResponse({"error": {"message": f"scripted failure {reply.status}",
-                                               "type": "server_error", "param": None, "code": None}},
+                                               "type": "server_error", "param": None, "code": reply.code}},
                                     status_code=reply.status)
             return StreamingResponse(self._stream(reply), media_type="text/event-stream")
 

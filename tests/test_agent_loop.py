@@ -135,6 +135,30 @@ def test_server_errors_are_error_events(reply, message, run_script):
     assert all(e["type"] != "done" for e in events)
 
 
+def test_a_conversation_too_long_for_the_window_drops_its_oldest_exchanges(run_script):
+    """400 context_length_exceeded: the turn asks again without the oldest exchange (a system message
+    stays), until it fits; the history it returns keeps everything. With only the current exchange
+    left, the error stands."""
+    too_long = Reply(status=400, code="context_length_exceeded")
+    history = [{"role": "system", "content": "Be brief."},
+               {"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello!"},
+               {"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": None,
+                "tool_calls": [{"id": "c1", "type": "function",
+                                "function": {"name": "calc", "arguments": '{"expression": "2 + 2"}'}}]},
+               {"role": "tool", "tool_call_id": "c1", "content": "4"}, {"role": "assistant", "content": "4."},
+               {"role": "user", "content": "Thanks!"}]
+    events, fake = run_script([too_long, too_long, Reply(answer="You're welcome!")], messages=history)
+    assert events[-1]["type"] == "done" and text(events, "answer") == "You're welcome!"
+    sent = [[m["content"] for m in r["messages"]] for r in fake.requests]
+    assert sent == [[m["content"] for m in history], ["Be brief.", "What is 2 + 2?", None, "4", "4.", "Thanks!"],
+                    ["Be brief.", "Thanks!"]]
+    assert events[-1]["messages"][:-1] == history
+    events, fake = run_script([too_long, too_long, too_long], messages=history)
+    assert events[-1]["type"] == "error" and "HTTP 400" in events[-1]["message"] and len(fake.requests) == 3
+    events, _ = run_script([Reply(status=400)], messages=history)  # another 400: no retry
+    assert events[-1]["type"] == "error"
+
+
 def test_connection_refused():
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

@@ -38,7 +38,7 @@ def test_report_files_have_every_category(report):
         "What is the capital of France?", "What is 23 plus 47?", "What is 1234 plus 5678?"]
     assert len(r["ten_queries"]) == 10
     assert {"precision", "turns_with_tool"} <= set(r["tool_precision"]) and "rate" in r["small_talk_no_tool"]
-    assert r["decoding"] == "greedy on cpu, protocol grammar"  # the defaults: what the report says it measured
+    assert r["decoding"] == "greedy on cpu, protocol grammar, copy rules"  # the defaults: what the report says it measured
     md = (out / "agent_eval.md").read_text()
     for cat in r["accuracy"]:
         assert f"| {cat} |" in md
