@@ -24,6 +24,8 @@ import codecs
 import re
 from typing import Any, Iterable
 
+import torch
+
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
 WORD = re.compile(r"[^\W\d_]+")
 CANDIDATES = 64  # tokens tried, most likely first, when the pick breaks a rule
@@ -103,3 +105,31 @@ class CopyRule:
 
     def _number(self, n: str, action: bool) -> bool:
         return n in self.numbers or (action and len(n) == 1)
+
+
+class CopyChecker:
+    """The engine's side: does a token keep a row's rule, and which one replaces a pick that does
+    not. A row's `segment` is the bytes it wrote since its last special token."""
+
+    def __init__(self, tok):
+        self.tok = tok
+        self.specials = frozenset(tok.special_tokens.values())
+
+    def keeps(self, rule: CopyRule, segment: bytes, action: bool, token: int) -> bool:
+        if token in self.specials:  # the grammar lets only the closing tag through: the text is final
+            return rule.allows_bytes(segment, action, final=True)
+        return rule.allows_bytes(segment + self.tok.id_to_bytes(token), action)
+
+    def best(self, rule: CopyRule, segment: bytes, action: bool, scores: torch.Tensor) -> int | None:
+        """The most likely allowed token (scores: the row's masked logits (V,)) that keeps the rule;
+        None if there is none."""
+        allowed = scores.isfinite().tolist()
+        top = scores.topk(min(CANDIDATES, scores.numel())).indices.tolist()
+        for t in top:
+            if allowed[t] and self.keeps(rule, segment, action, t):
+                return t
+        tried = set(top)  # rare: none of the top ones; try the rest, most likely first
+        for t in scores.argsort(descending=True).tolist():
+            if t not in tried and allowed[t] and self.keeps(rule, segment, action, t):
+                return t
+        return None

@@ -46,7 +46,7 @@ from collections import deque
 
 import torch
 
-from .copying import CANDIDATES
+from .copying import CopyChecker
 from .decode import EagerDecoder, GraphDecoder
 from .events import Done, Failed, Outbox, Request, Token
 from .grammar import ACTION, ANSWER, FREE, STEP, ProtocolGrammar
@@ -104,6 +104,7 @@ class Engine:
         self.overlap = overlap
         self.specials = frozenset(tok.special_tokens.values())
         self.copy_rules = copy_rules and self.grammar is not None  # a request's `copy` (copying.py) is checked
+        self.copy_checker = CopyChecker(tok)
         self.prefill_tokens = prefill_tokens  # padded prompt tokens per prefill forward (at least one prompt)
         self._pending: _Step | None = None  # a launched step whose tokens are not processed yet
         self._dirty = True  # rows changed since the last step: the next one takes its inputs from the host
@@ -272,27 +273,16 @@ class Engine:
         """Rows in an action or an answer whose pick breaks their copy rule (copying.py) take the
         most likely token that keeps it -> the corrected ids (n,), or None when every pick stands."""
         rows = [i for i, s in enumerate(seqs) if s.copy is not None and s.state in (ACTION, ANSWER)]
-        if not rows:
-            return None
-        picks, changed = ids.tolist(), False
+        picks, changed = (ids.tolist(), False) if rows else (None, False)
         for i in rows:
-            if self._copy_ok(seqs[i], picks[i]):
+            seq = seqs[i]
+            if self.copy_checker.keeps(seq.copy, seq.segment, seq.state == ACTION, picks[i]):
                 continue
-            row = self.grammar.mask(logits[i:i + 1, :self.n_vocab], torch.tensor([seqs[i].state], device=self.device))[0]
-            top = row.topk(min(CANDIDATES, self.n_vocab)).indices.tolist()
-            for t in top + [t for t in row.argsort(descending=True).tolist() if t not in set(top)]:
-                if row[t] == float("-inf"):
-                    break
-                if self._copy_ok(seqs[i], t):
-                    picks[i], changed = t, True
-                    break
+            scores = self.grammar.mask(logits[i:i + 1, :self.n_vocab], torch.tensor([seq.state], device=self.device))
+            better = self.copy_checker.best(seq.copy, seq.segment, seq.state == ACTION, scores[0])
+            if better is not None:
+                picks[i], changed = better, True
         return torch.tensor(picks, device=ids.device) if changed else None
-
-    def _copy_ok(self, seq: _Seq, token: int) -> bool:
-        action = seq.state == ACTION
-        if token in self.specials:  # the grammar allows only the one that ends the action or answer
-            return seq.copy.allows_bytes(seq.segment, action, final=True)
-        return seq.copy.allows_bytes(seq.segment + self.tok.id_to_bytes(token), action)
 
     def _copy_rows(self) -> bool:
         """Any row whose picks the host must check before the next step (so: one step per launch)."""
