@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from transformer.chat import render_prompt
 
-from .copying import CopyRule, tool_words
+from .copying import CopyRule, tools_text
 from .engine import Engine, EngineClosed, QueueFull
 from .events import Done, Failed, Request
 from .responses import CHAT_STOP_TOKENS, ChatAssembler, Shapes, usage
@@ -127,7 +127,7 @@ def create_app(engine: Engine, tok, model_name: str, max_body_bytes: int = 1 << 
         """A chat turn's copy rules (copying.py): the conversation's text, and the tools' words."""
         if not engine.copy_rules:
             return None
-        return CopyRule(tok.decode([t for t in prompt if t not in specials]), tool_words(tools) if tools else None)
+        return CopyRule(tok.decode([t for t in prompt if t not in specials]), tools_text(tools) if tools else None)
 
     def submit(prompt: list[int], body: Sampling, chat: bool, param: str, copy: CopyRule | None = None) -> Request:
         if not prompt:

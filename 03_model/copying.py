@@ -1,16 +1,19 @@
-"""Copy rules: an action or an answer may write a number, or an action a word, only if it copies it.
+"""Copy rules: what an action or an answer may write only by copying it from the conversation.
 
 A small model knows *what* to do long before it can copy exactly: asked "what is 59700000 + 74328900?"
 it writes `calc(597000000 + 74328900)` (one 0 too many), and asked about Vietnam it writes
 `lookup(capital of V bynam)`. In the training traces every number of an answer appears earlier in
 the conversation (the user wrote it or a tool returned it), every number of two or more digits in an
-action does too (one-digit ones come from words: "cubed" -> `** 3`), and every word of an action is
-the user's or a tool's (a tool name, or a relation the lookup tool's description names). So
-those are the rules a chat turn is decoded under, on top of the protocol's grammar (grammar.py):
+action does too (one-digit ones come from words: "cubed" -> `** 3`), every word of an action is the
+user's or a tool's (a tool name, or a relation the lookup tool's description names), and every other
+character of an action (brackets, operators, quotes) was written by someone. So those are the rules
+a chat turn is decoded under, on top of the protocol's grammar (grammar.py):
 
     where            what                           must be
     action, answer   a number (digits, maybe .dd)   a number of the conversation (actions: or one digit)
-    action           a word (letters)               a word of the conversation or of the request's tools
+    action           a word (letters)               a word of the conversation (as written, or in lower
+                                                    case) or of the request's tools (in lower case)
+    action           any other character            one that the conversation or the tools contain
     action, answer   bytes that are not UTF-8       never
 
 A rule checks text, not tokens: a number may be tokenized differently when it is copied. While a
@@ -31,17 +34,17 @@ WORD = re.compile(r"[^\W\d_]+")
 CANDIDATES = 64  # tokens tried, most likely first, when the pick breaks a rule
 
 
-def _prefixes(items: Iterable[str]) -> set[str]:
+def _prefixes(items: Iterable) -> set:
     return {s[:i] for s in items for i in range(1, len(s) + 1)}
 
 
-def tool_words(tools: list[dict[str, Any]] | None) -> list[str]:
-    """The words of an OpenAI `tools` list: function names, descriptions and parameter texts."""
+def tools_text(tools: list[dict[str, Any]] | None) -> str:
+    """The text of an OpenAI `tools` list: function names, descriptions and parameter texts."""
     out: list[str] = []
 
     def walk(x: Any) -> None:
         if isinstance(x, str):
-            out.extend(WORD.findall(x.lower()))
+            out.append(x)
         elif isinstance(x, dict):
             for k, v in x.items():
                 if k in ("name", "description") or isinstance(v, (dict, list)):
@@ -50,21 +53,23 @@ def tool_words(tools: list[dict[str, Any]] | None) -> list[str]:
             for v in x:
                 walk(v)
     walk(tools or [])
-    return out
+    return "\n".join(out)
 
 
 class CopyRule:
     """The rules for one request. context: the conversation's text (what the user and the tools
-    wrote, and earlier assistant text); words: the extra words an action may use (tool_words), or
-    None to leave an action's words unchecked (a request without tools)."""
+    wrote, and earlier assistant text); tools: the text of the request's tools (tools_text), or None
+    to leave an action's words and characters unchecked (a request without tools)."""
 
-    def __init__(self, context: str, words: Iterable[str] | None):
+    def __init__(self, context: str, tools: str | None):
         self.numbers = set(NUMBER.findall(context))
         self.number_prefixes = _prefixes(self.numbers)
-        self.check_words = words is not None
-        self.words = set(WORD.findall(context.lower())) | set(words or ())
+        self.check_words = tools is not None
+        said = WORD.findall(context)
+        self.words = set(said) | {w.lower() for w in said} | set(WORD.findall((tools or "").lower()))
         self.word_prefixes = _prefixes(self.words)
         self.word_byte_prefixes = _prefixes([w.encode() for w in self.words])
+        self.symbols = {c for c in context + (tools or "") if not c.isalnum()} - {"\ufffd"}
 
     def allows_bytes(self, data: bytes, action: bool, final: bool = False) -> bool:
         """allows() for the UTF-8 bytes of the tokens so far. A character cut at the end (a token may
@@ -75,11 +80,11 @@ class CopyRule:
         if not cut:
             return self.allows(text, action, final)
         if action and self.check_words:
-            word = re.search(r"[^\W\d_]*$", text.lower()).group()
+            word = re.search(r"[^\W\d_]*$", text).group()
             if word.encode() + cut not in self.word_byte_prefixes:
                 return False
             text = text[:len(text) - len(word)]
-        return self.allows(text + " ", action)
+        return self.allows(text, action, final=True)  # what comes before the cut character is closed
 
     def allows(self, text: str, action: bool, final: bool = False) -> bool:
         """Can `text` (an action's or an answer's text so far) still follow the rules? final: the
@@ -95,10 +100,11 @@ class CopyRule:
             if not self._number(n, action):
                 return False
         if action and self.check_words:
-            low = text.lower()
-            for m in WORD.finditer(low):
+            if any(not c.isalnum() and c not in self.symbols for c in text):
+                return False
+            for m in WORD.finditer(text):
                 w = m.group()
-                ok = w in self.word_prefixes if (not final and m.end() == len(low)) else w in self.words
+                ok = w in self.word_prefixes if (not final and m.end() == len(text)) else w in self.words
                 if not ok:
                     return False
         return True

@@ -12,7 +12,7 @@ import torch
 
 from agent.loop import tool_schemas
 from agent.tools import relations
-from model.copying import NUMBER, CopyRule, tool_words
+from model.copying import NUMBER, WORD, CopyRule, tools_text
 from model.engine import Done, Engine, Request
 from model.responses import CHAT_STOP_TOKENS
 from model.sampling import SamplingParams
@@ -28,7 +28,7 @@ def tiny(tmp_path_factory):
 
 
 def test_numbers():
-    rule = CopyRule("What is 59700000 + 74328900? Earlier: 859.23 and -42.", words=None)
+    rule = CopyRule("What is 59700000 + 74328900? Earlier: 859.23 and -42.", tools=None)
     assert rule.numbers == {"59700000", "74328900", "859.23", "42"}
     for action in (True, False):
         assert rule.allows("calc(59700000 + 7432", action)            # open: a prefix of 74328900
@@ -45,19 +45,25 @@ def test_numbers():
     assert not rule.allows("It is 3", False)  # open, and no copied number starts with 3
 
 
-def test_words_of_an_action():
-    rule = CopyRule("Who is the composer of Madama Butterfly?", words=["lookup", "capital", "composer"])
+def test_words_and_characters_of_an_action():
+    tools = "lookup(query): Look up a fact. Relations: capital, composer."
+    rule = CopyRule("Who is the composer of Madama Butterfly?", tools)
     assert rule.allows("lookup(composer of Madama Butterfly)", True, final=True)
-    assert rule.allows("lookup(COMPOSER of madama butter", True)     # case-insensitive; open prefix
+    assert rule.allows("lookup(composer of madama butter", True)      # as written or lower case; open prefix
+    assert not rule.allows("lookup(Composer", True)                   # a tool word: lower case only
+    assert not rule.allows("lookup(composer of MaDama", True)         # no one wrote it so
+    assert not rule.allows("lookup(COMPOSER", True)
     assert not rule.allows("lookup(composer of M was", True)          # "was": nobody wrote it
     assert not rule.allows("lookup(composer of Madama Butter)", True, final=True)  # closed, not a word
+    assert not rule.allows("lookup(composer of Madama\x05", True)     # a character nobody wrote
+    assert not rule.allows("lookup(composer of Madama & Butterfly", True)
     assert rule.allows("lookup(composer of M was", False)             # answers' words are free
-    free = CopyRule("Who is the composer of Madama Butterfly?", words=None)
-    assert free.allows("lookup(composer of M was)", True, final=True)  # no tools given: unchecked
+    free = CopyRule("Who is the composer of Madama Butterfly?", tools=None)
+    assert free.allows("lookup(composer of M was & co)", True, final=True)  # no tools given: unchecked
 
 
 def test_cut_characters():
-    rule = CopyRule("the capital of Québec, 1234", words=["lookup"])
+    rule = CopyRule("the capital of Québec, 1234", "lookup()")
     q = "Québec".encode()
     assert rule.allows_bytes(b"lookup(capital of " + q[:3], True)     # "Qu" + half of "é"
     assert rule.allows_bytes(b"lookup(capital of " + q, True)
@@ -67,32 +73,32 @@ def test_cut_characters():
     assert not rule.allows_bytes(b"lookup(capital of \xff)", True, final=True)  # bad bytes are no word
 
 
-def test_tool_words_name_the_knowledge_base_relations(tmp_path, monkeypatch):
+def test_the_tools_name_the_knowledge_base_relations(tmp_path, monkeypatch):
     kb = tmp_path / "kb.json"
     kb.write_text(json.dumps({"capital of France": "Paris", "favourite colour of the mascot": "teal",
                               "speed of light": "c"}), encoding="utf-8")
     assert relations(kb) == ["capital", "favourite colour", "speed"]
     monkeypatch.setenv("KB_PATH", str(kb))
-    words = set(tool_words(tool_schemas()))
+    words = set(WORD.findall(tools_text(tool_schemas()).lower()))
     assert {"calc", "lookup", "capital", "favourite", "colour", "speed"} <= words
     assert "mascot" not in words  # entities are not named: the user has to write them
     kb.write_text("not json", encoding="utf-8")
     assert relations(kb) == []
 
 
-def _rule_breaks(path: Path, words: dict[str, list[str]], limit: int) -> tuple[int, list]:
+def _rule_breaks(path: Path, tools: dict[str, str], limit: int) -> tuple[int, list]:
     """Check every action and answer of the first `limit` conversations against the rules, with the
-    conversation so far as the context and `words[its KB]` as the tools' words."""
+    conversation so far as the context and `tools[its KB]` as the tools' text."""
     checked, bad = 0, []
     with path.open(encoding="utf-8") as f:
         for line, _ in zip(f, range(limit)):
             d = json.loads(line)
-            rule_words, context = words[d.get("kb", "kb")], ""
+            tool_text, context = tools[d.get("kb", "kb")], ""
             for m in d["messages"]:
                 if m["role"] in ("user", "tool"):
                     context += " " + m["content"]
                     continue
-                rule = CopyRule(context, rule_words)
+                rule = CopyRule(context, tool_text)
                 segments = [(True, f"{c['function']['name']}({next(iter(json.loads(c['function']['arguments']).values()))})")
                             for c in m.get("tool_calls") or []] + [(False, m["content"])] * bool(m.get("content"))
                 for action, text in segments:
@@ -107,12 +113,12 @@ def test_the_training_traces_follow_the_rules(monkeypatch):
     """The rules are what the traces already do: every action and answer of the committed train and
     test splits keeps them, with the tools as the agent describes them (so decoding under them never
     forbids what the model was taught)."""
-    words = {}
+    tools = {}
     for name, kb in (("kb", DATA.parent / "kb.json"), ("invented", DATA / "kb_invented.json")):
         monkeypatch.setenv("KB_PATH", str(kb))
-        words[name] = tool_words(tool_schemas())
+        tools[name] = tools_text(tool_schemas())
     for split, limit in (("train.jsonl", 6000), ("test.jsonl", 10**6)):
-        checked, bad = _rule_breaks(DATA / split, words, limit)
+        checked, bad = _rule_breaks(DATA / split, tools, limit)
         assert checked > 5000 and bad == [], (split, bad[:5])
 
 
@@ -132,7 +138,7 @@ def chat(engine: Engine, tok, question: str, sampling: SamplingParams, copy: Cop
 def rule_for(tok, question: str) -> CopyRule:
     specials = set(tok.special_tokens.values())
     prompt = render_prompt([{"role": "user", "content": question}], tok)
-    return CopyRule(tok.decode([t for t in prompt if t not in specials]), ["calc", "lookup"])
+    return CopyRule(tok.decode([t for t in prompt if t not in specials]), tools_text(tool_schemas()))
 
 
 def broken(rule: CopyRule, turn: str) -> list[str]:
