@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from transformer.chat import render_prompt
 
-from .copying import CopyRule, tools_text
+from .copying import CopyRule, chat_rule
 from .engine import Engine, EngineClosed, QueueFull
 from .events import Done, Failed, Request
 from .responses import CHAT_STOP_TOKENS, ChatAssembler, Shapes, usage
@@ -121,13 +121,8 @@ def create_app(engine: Engine, tok, model_name: str, max_body_bytes: int = 1 << 
     async def _internal(_, e: Exception):
         return JSONResponse(APIError(500, f"internal error: {e}", "server_error").body(), 500)
 
-    specials = set(special.values())
-
-    def copy_rule(prompt: list[int], tools: list[dict] | None) -> CopyRule | None:
-        """A chat turn's copy rules (copying.py): the conversation's text, and the tools' words."""
-        if not engine.copy_rules:
-            return None
-        return CopyRule(tok.decode([t for t in prompt if t not in specials]), tools_text(tools) if tools else None)
+    def copy_rule(prompt: list[int], messages: list[dict], tools: list[dict] | None) -> CopyRule | None:
+        return chat_rule(tok, prompt, messages, tools) if engine.copy_rules else None
 
     def submit(prompt: list[int], body: Sampling, chat: bool, param: str, copy: CopyRule | None = None) -> Request:
         if not prompt:
@@ -198,11 +193,12 @@ def create_app(engine: Engine, tok, model_name: str, max_body_bytes: int = 1 << 
     @app.post("/v1/chat/completions")
     async def chat_completions(http: HTTPRequest):
         body = await parse(http, ChatRequest)
+        messages = [m.as_dict() for m in body.messages]
         try:
-            prompt = await asyncio.to_thread(render_prompt, [m.as_dict() for m in body.messages], tok)
+            prompt = await asyncio.to_thread(render_prompt, messages, tok)
         except (ValueError, KeyError, TypeError, IndexError) as e:
             raise APIError(400, f"messages: {e or 'no user or tool message'}", param="messages") from None
-        req = submit(prompt, body, chat=True, param="messages", copy=copy_rule(prompt, body.tools))
+        req = submit(prompt, body, chat=True, param="messages", copy=copy_rule(prompt, messages, body.tools))
         asm, shapes = ChatAssembler(tok), Shapes(body.model or model_name, chat=True)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
 

@@ -6,7 +6,9 @@ it writes `calc(597000000 + 74328900)` (one 0 too many), and asked about Vietnam
 the conversation (the user wrote it or a tool returned it), every number of two or more digits in an
 action does too (one-digit ones come from words: "cubed" -> `** 3`), every word of an action is the
 user's or a tool's (a tool name, or a relation the lookup tool's description names), and every other
-character of an action (brackets, operators, quotes) was written by someone. So those are the rules
+character of an action (brackets, operators, quotes) was written by someone; an answer after a tool
+result that names something copies the name ("Antananarivo." after `Antananarivo`, never
+"Antanarivo."; the small model writes both). So those are the rules
 a chat turn is decoded under, on top of the protocol's grammar (grammar.py):
 
     where            what                           must be
@@ -14,6 +16,9 @@ a chat turn is decoded under, on top of the protocol's grammar (grammar.py):
     action           a word (letters)               a word of the conversation (as written, or in lower
                                                     case) or of the request's tools (in lower case)
     action           any other character            one that the conversation or the tools contain
+    answer           a name: a capitalized word     one of those words
+                     that starts (3 letters) like
+                     a word of this turn's tool results
     action, answer   bytes that are not UTF-8       never
 
 A rule checks text, not tokens: a number may be tokenized differently when it is copied. While a
@@ -56,12 +61,32 @@ def tools_text(tools: list[dict[str, Any]] | None) -> str:
     return "\n".join(out)
 
 
+NAME_HEAD = 3  # letters that make a capitalized word of an answer "start like" a word of a result
+
+
+def chat_rule(tok, prompt: list[int], messages: list[dict], tools: list[dict] | None) -> "CopyRule":
+    """A chat request's rule: the prompt's text (its special tokens left out), the tools' text
+    (None without tools), and what the tools returned since the last user message."""
+    specials = set(tok.special_tokens.values())
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    results = "\n".join(str(m.get("content") or "") for m in messages[last_user + 1:] if m.get("role") == "tool")
+    pieces, run = [], []  # the texts between special tokens, kept apart (words must not run together)
+    for t in prompt + [-1]:
+        if t in specials or t == -1:
+            pieces.append(tok.decode(run))
+            run = []
+        else:
+            run.append(t)
+    return CopyRule("\n".join(p for p in pieces if p), tools_text(tools) if tools else None, results)
+
+
 class CopyRule:
     """The rules for one request. context: the conversation's text (what the user and the tools
     wrote, and earlier assistant text); tools: the text of the request's tools (tools_text), or None
-    to leave an action's words and characters unchecked (a request without tools)."""
+    to leave an action's words and characters unchecked (a request without tools); results: what
+    the tools returned since the last user message."""
 
-    def __init__(self, context: str, tools: str | None):
+    def __init__(self, context: str, tools: str | None, results: str = ""):
         self.numbers = set(NUMBER.findall(context))
         self.number_prefixes = _prefixes(self.numbers)
         self.check_words = tools is not None
@@ -70,6 +95,10 @@ class CopyRule:
         self.word_prefixes = _prefixes(self.words)
         self.word_byte_prefixes = _prefixes([w.encode() for w in self.words])
         self.symbols = {c for c in context + (tools or "") if not c.isalnum()} - {"\ufffd"}
+        self.names = set(WORD.findall(results))
+        self.name_heads = {w[:NAME_HEAD] for w in self.names if len(w) >= NAME_HEAD}
+        self.name_prefixes = _prefixes(self.names)
+        self.name_byte_prefixes = _prefixes([w.encode() for w in self.names])
 
     def allows_bytes(self, data: bytes, action: bool, final: bool = False) -> bool:
         """allows() for the UTF-8 bytes of the tokens so far. A character cut at the end (a token may
@@ -79,9 +108,13 @@ class CopyRule:
         cut = decoder.getstate()[0]
         if not cut:
             return self.allows(text, action, final)
+        word = re.search(r"[^\W\d_]*$", text).group()
         if action and self.check_words:
-            word = re.search(r"[^\W\d_]*$", text).group()
             if word.encode() + cut not in self.word_byte_prefixes:
+                return False
+            text = text[:len(text) - len(word)]
+        elif not action and self._name(word):
+            if word.encode() + cut not in self.name_byte_prefixes:
                 return False
             text = text[:len(text) - len(word)]
         return self.allows(text, action, final=True)  # what comes before the cut character is closed
@@ -107,7 +140,17 @@ class CopyRule:
                 ok = w in self.word_prefixes if (not final and m.end() == len(text)) else w in self.words
                 if not ok:
                     return False
+        if not action and self.names:
+            for m in WORD.finditer(text):
+                w = m.group()
+                if self._name(w) and w not in (self.name_prefixes if not final and m.end() == len(text)
+                                                else self.names):
+                    return False
         return True
+
+    def _name(self, w: str) -> bool:
+        """Does an answer's word start like a word of this turn's results (and so must be one)?"""
+        return len(w) >= NAME_HEAD and w[0].isupper() and w[:NAME_HEAD] in self.name_heads
 
     def _number(self, n: str, action: bool) -> bool:
         return n in self.numbers or (action and len(n) == 1)

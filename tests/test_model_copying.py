@@ -12,7 +12,7 @@ import torch
 
 from agent.loop import tool_schemas
 from agent.tools import relations
-from model.copying import NUMBER, WORD, CopyRule, tools_text
+from model.copying import NUMBER, WORD, CopyRule, chat_rule, tools_text
 from model.engine import Done, Engine, Request
 from model.responses import CHAT_STOP_TOKENS
 from model.sampling import SamplingParams
@@ -62,6 +62,21 @@ def test_words_and_characters_of_an_action():
     assert free.allows("lookup(composer of M was & co)", True, final=True)  # no tools given: unchecked
 
 
+def test_names_of_an_answer():
+    """A capitalized word of an answer that starts like a word of this turn's results is one of them."""
+    rule = CopyRule("What is Madagascar's capital? Antananarivo", tools=None, results="Antananarivo\nBogotá")
+    assert rule.allows("Antananarivo.", False, final=True)
+    assert rule.allows("Antanan", False)                          # open: on the way
+    assert not rule.allows("Antanarivo", False)                   # a near copy
+    assert not rule.allows("Ant.", False, final=True)
+    assert rule.allows("The answer is Antananarivo.", False, final=True)  # "The": nothing starts so
+    assert rule.allows("antanarivo", False, final=True)           # not capitalized: not a name
+    assert rule.allows("Antanarivo", True, final=True)            # actions have their own rules
+    assert rule.allows_bytes("Bogot".encode() + "á".encode()[:1], False)  # a name cut mid-character
+    assert not rule.allows_bytes(b"Bogus\xc3", False)
+    assert CopyRule("Antananarivo", None).allows("Antanarivo.", False, final=True)  # no results, no names
+
+
 def test_cut_characters():
     rule = CopyRule("the capital of Québec, 1234", "lookup()")
     q = "Québec".encode()
@@ -93,12 +108,13 @@ def _rule_breaks(path: Path, tools: dict[str, str], limit: int) -> tuple[int, li
     with path.open(encoding="utf-8") as f:
         for line, _ in zip(f, range(limit)):
             d = json.loads(line)
-            tool_text, context = tools[d.get("kb", "kb")], ""
+            tool_text, context, results = tools[d.get("kb", "kb")], "", []
             for m in d["messages"]:
                 if m["role"] in ("user", "tool"):
                     context += " " + m["content"]
+                    results = [] if m["role"] == "user" else results + [m["content"]]
                     continue
-                rule = CopyRule(context, tool_text)
+                rule = CopyRule(context, tool_text, "\n".join(results))
                 segments = [(True, f"{c['function']['name']}({next(iter(json.loads(c['function']['arguments']).values()))})")
                             for c in m.get("tool_calls") or []] + [(False, m["content"])] * bool(m.get("content"))
                 for action, text in segments:
@@ -136,9 +152,27 @@ def chat(engine: Engine, tok, question: str, sampling: SamplingParams, copy: Cop
 
 
 def rule_for(tok, question: str) -> CopyRule:
-    specials = set(tok.special_tokens.values())
-    prompt = render_prompt([{"role": "user", "content": question}], tok)
-    return CopyRule(tok.decode([t for t in prompt if t not in specials]), tools_text(tool_schemas()))
+    messages = [{"role": "user", "content": question}]
+    return chat_rule(tok, render_prompt(messages, tok), messages, tool_schemas())
+
+
+def test_a_chat_requests_rule(tiny):
+    """What the server builds for a chat request: the conversation's text without the special
+    tokens, the tools' words, and as names only the results since the last user message."""
+    _, tok = tiny
+    call = {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"query": "x"}'}}
+    messages = [{"role": "user", "content": "Capital of France?"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": "Paris"},
+                {"role": "assistant", "content": "Paris."},
+                {"role": "user", "content": "And of Madagascar, times 12?"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": "Antananarivo"}]
+    rule = chat_rule(tok, render_prompt(messages, tok), messages, tool_schemas())
+    assert rule.names == {"Antananarivo"} and rule.numbers == {"12"}
+    assert {"Paris", "paris", "madagascar", "lookup", "calc"} <= rule.words
+    assert not any("|" in w for w in rule.words)  # no special token's spelling
+    assert not chat_rule(tok, render_prompt(messages, tok), messages, None).check_words
 
 
 def broken(rule: CopyRule, turn: str) -> list[str]:
