@@ -16,6 +16,7 @@ a chat turn is decoded under, on top of the protocol's grammar (grammar.py):
     action           a word (letters)               a word of the conversation (as written, or in lower
                                                     case) or of the request's tools (in lower case)
     action           any other character            one that the conversation or the tools contain
+    action           its form                       name(argument), name one of the request's tools
     answer           a name: a capitalized word     one of those words
                      that starts (3 letters) like
                      a word of this turn's tool results
@@ -77,16 +78,19 @@ def chat_rule(tok, prompt: list[int], messages: list[dict], tools: list[dict] | 
             run = []
         else:
             run.append(t)
-    return CopyRule("\n".join(p for p in pieces if p), tools_text(tools) if tools else None, results)
+    names = {t["function"]["name"] for t in tools or [] if isinstance(t, dict) and isinstance(t.get("function"), dict)
+             and isinstance(t["function"].get("name"), str)}
+    return CopyRule("\n".join(p for p in pieces if p), tools_text(tools) if tools else None, results, names)
 
 
 class CopyRule:
     """The rules for one request. context: the conversation's text (what the user and the tools
     wrote, and earlier assistant text); tools: the text of the request's tools (tools_text), or None
     to leave an action's words and characters unchecked (a request without tools); results: what
-    the tools returned since the last user message."""
+    the tools returned since the last user message; calls: the names an action may call (None: any
+    form)."""
 
-    def __init__(self, context: str, tools: str | None, results: str = ""):
+    def __init__(self, context: str, tools: str | None, results: str = "", calls: Iterable[str] | None = None):
         self.numbers = set(NUMBER.findall(context))
         self.number_prefixes = _prefixes(self.numbers)
         self.check_words = tools is not None
@@ -95,6 +99,8 @@ class CopyRule:
         self.word_prefixes = _prefixes(self.words)
         self.word_byte_prefixes = _prefixes([w.encode() for w in self.words])
         self.symbols = {c for c in context + (tools or "") if not c.isalnum()} - {"\ufffd"}
+        self.calls = set(calls) if calls else None
+        self.call_prefixes = _prefixes([f"{n}(" for n in self.calls or ()])
         self.names = set(WORD.findall(results))
         self.name_heads = {w[:NAME_HEAD] for w in self.names if len(w) >= NAME_HEAD}
         self.name_prefixes = _prefixes(self.names)
@@ -117,13 +123,17 @@ class CopyRule:
             if word.encode() + cut not in self.name_byte_prefixes:
                 return False
             text = text[:len(text) - len(word)]
-        return self.allows(text, action, final=True)  # what comes before the cut character is closed
+        return self.allows(text, action, closed=True)  # what comes before the cut character is closed
 
-    def allows(self, text: str, action: bool, final: bool = False) -> bool:
+    def allows(self, text: str, action: bool, final: bool = False, closed: bool | None = None) -> bool:
         """Can `text` (an action's or an answer's text so far) still follow the rules? final: the
-        text is complete (the next token ends the action or the answer)."""
+        text is complete (the next token ends the action or the answer); closed: no number or word
+        goes on past its end (default: final)."""
         if "\ufffd" in text:  # bytes that are no UTF-8: nobody wrote them
             return False
+        if action and self.calls and not self._call_form(text, final):
+            return False
+        final = final if closed is None else closed
         for m in NUMBER.finditer(text):
             n, rest = m.group(), text[m.end():]
             if not final and (rest == "" or rest == "."):  # still open: "859" or "859." may go on
@@ -147,6 +157,13 @@ class CopyRule:
                                                 else self.names):
                     return False
         return True
+
+    def _call_form(self, text: str, final: bool) -> bool:
+        """`name(` + argument + `)` (what transformer.chat.parse_action reads), name a tool's."""
+        head, bracket, _ = text.partition("(")
+        if not bracket:
+            return not final and text in self.call_prefixes
+        return head in self.calls and (not final or text.endswith(")"))
 
     def _name(self, w: str) -> bool:
         """Does an answer's word start like a word of this turn's results (and so must be one)?"""

@@ -62,6 +62,20 @@ def test_words_and_characters_of_an_action():
     assert free.allows("lookup(composer of M was & co)", True, final=True)  # no tools given: unchecked
 
 
+def test_the_form_of_an_action():
+    """name(argument), name one of the request's tools: what parse_action reads as a call."""
+    rule = CopyRule("the president of Algeria", "lookup calc ( )", calls=["lookup", "calc"])
+    assert rule.allows("look", True) and rule.allows("lookup(president of Algeria", True)
+    assert rule.allows("lookup(president of Algeria)", True, final=True)
+    assert not rule.allows("lookup president", True)           # no bracket: the server would show it as text
+    assert not rule.allows("lookup", True, final=True)
+    assert not rule.allows("lookup(president of Algeria", True, final=True)  # unclosed
+    assert not rule.allows("calculate(", True)
+    assert CopyRule("the president", "lookup ( )", calls=None).allows("lookup president", True)  # any form
+    accented = CopyRule("the président of Algeria", "lookup ( )", calls=["lookup"])
+    assert accented.allows_bytes(b"lookup(pr\xc3", True)  # a character cut inside the argument
+
+
 def test_names_of_an_answer():
     """A capitalized word of an answer that starts like a word of this turn's results is one of them."""
     rule = CopyRule("What is Madagascar's capital? Antananarivo", tools=None, results="Antananarivo\nBogotá")
@@ -114,7 +128,7 @@ def _rule_breaks(path: Path, tools: dict[str, str], limit: int) -> tuple[int, li
                     context += " " + m["content"]
                     results = [] if m["role"] == "user" else results + [m["content"]]
                     continue
-                rule = CopyRule(context, tool_text, "\n".join(results))
+                rule = CopyRule(context, tool_text, "\n".join(results), calls=("calc", "lookup"))
                 segments = [(True, f"{c['function']['name']}({next(iter(json.loads(c['function']['arguments']).values()))})")
                             for c in m.get("tool_calls") or []] + [(False, m["content"])] * bool(m.get("content"))
                 for action, text in segments:
@@ -169,7 +183,7 @@ def test_a_chat_requests_rule(tiny):
                 {"role": "assistant", "content": None, "tool_calls": [call]},
                 {"role": "tool", "tool_call_id": "c1", "content": "Antananarivo"}]
     rule = chat_rule(tok, render_prompt(messages, tok), messages, tool_schemas())
-    assert rule.names == {"Antananarivo"} and rule.numbers == {"12"}
+    assert rule.names == {"Antananarivo"} and rule.numbers == {"12"} and rule.calls == {"calc", "lookup"}
     assert {"Paris", "paris", "madagascar", "lookup", "calc"} <= rule.words
     assert not any("|" in w for w in rule.words)  # no special token's spelling
     assert not chat_rule(tok, render_prompt(messages, tok), messages, None).check_words
