@@ -198,7 +198,8 @@ def create_app(engine: Engine, tok, model_name: str, max_body_bytes: int = 1 << 
             prompt = await asyncio.to_thread(render_prompt, messages, tok)
         except (ValueError, KeyError, TypeError, IndexError) as e:
             raise APIError(400, f"messages: {e or 'no user or tool message'}", param="messages") from None
-        req = submit(prompt, body, chat=True, param="messages", copy=copy_rule(prompt, messages, body.tools))
+        copy = await asyncio.to_thread(copy_rule, prompt, messages, body.tools)  # a large `tools` costs time
+        req = submit(prompt, body, chat=True, param="messages", copy=copy)
         asm, shapes = ChatAssembler(tok), Shapes(body.model or model_name, chat=True)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
 

@@ -8,8 +8,8 @@ action does too (one-digit ones come from words: "cubed" -> `** 3`), every word 
 user's or a tool's (a tool name, or a relation the lookup tool's description names), and every other
 character of an action (brackets, operators, quotes) was written by someone; an answer after a tool
 result that names something copies the name ("Antananarivo." after `Antananarivo`, never
-"Antanarivo."; the small model writes both). So those are the rules
-a chat turn is decoded under, on top of the protocol's grammar (grammar.py):
+"Antanarivo."; the small model writes both). So a chat turn is decoded under these rules, on top of
+the protocol's grammar (grammar.py):
 
     where            what                           must be
     action, answer   a number (digits, maybe .dd)   a number of the conversation (actions: or one digit)

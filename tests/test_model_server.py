@@ -81,6 +81,23 @@ def test_chat_tool_call_non_stream_and_stream(server):
     assert chunks[-1].usage.completion_tokens == r.usage.completion_tokens
 
 
+def test_chat_with_tools_decodes_under_the_copy_rules(server):
+    """With the agent's `tools` the memorised call still comes out (its words and numbers are the
+    user's and the tools'); tools of any shape are only words to the rules, never a crash."""
+    from agent.loop import tool_schemas
+    messages = [{"role": "user", "content": TOOL_PROMPT}]
+    r = server.client.chat.completions.create(model="agent", messages=messages, temperature=0, tools=tool_schemas())
+    call = r.choices[0].message.tool_calls[0]
+    assert (call.function.name, json.loads(call.function.arguments)) == ("calc", {"expression": "1234 + 5678"})
+    for tools in ([{"type": "function", "function": {"name": 5}}], [{"function": [[["x"] * 3] * 3]}],
+                  [{"type": "function", "function": {"name": "t", "description": "word " * 20000}}]):
+        resp = httpx.post(server.url + "/v1/chat/completions", timeout=30,
+                          json={"messages": messages, "temperature": 0, "max_tokens": 8, "tools": tools})
+        assert resp.status_code == 200 and resp.json()["choices"][0]["finish_reason"] in ("stop", "length", "tool_calls")
+    resp = httpx.post(server.url + "/v1/chat/completions", json={"messages": messages, "tools": ["calc"]})
+    assert resp.status_code == 400 and "tools" in resp.json()["error"]["message"]
+
+
 def test_chat_after_tool_result_and_plain_chat(server):
     tool_turn = CONVERSATIONS[0][:3]  # user, assistant with the tool call, tool message "6912"
     for stream in (False, True):
