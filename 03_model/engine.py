@@ -273,7 +273,9 @@ class Engine:
         """Rows in an action or an answer whose pick breaks their copy rule (copying.py) take the
         most likely token that keeps it -> the corrected ids (n,), or None when every pick stands."""
         rows = [i for i, s in enumerate(seqs) if s.copy is not None and s.state in (ACTION, ANSWER)]
-        picks, changed = (ids.tolist(), False) if rows else (None, False)
+        if not rows:
+            return None
+        picks, changed = ids.tolist(), False
         for i in rows:
             seq = seqs[i]
             if self.copy_checker.keeps(seq.copy, seq.segment, seq.state == ACTION, picks[i]):
