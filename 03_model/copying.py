@@ -115,12 +115,10 @@ class CopyRule:
         if not cut:
             return self.allows(text, action, final)
         word = re.search(r"[^\W\d_]*$", text).group()
-        if action and self.check_words:
-            if word.encode() + cut not in self.word_byte_prefixes:
-                return False
-            text = text[:len(text) - len(word)]
-        elif not action and self._name(word):
-            if word.encode() + cut not in self.name_byte_prefixes:
+        checked = (self.word_byte_prefixes if action and self.check_words else
+                   self.name_byte_prefixes if not action and self._name(word) else None)
+        if checked is not None:  # the cut character goes on a checked word: the bytes must too
+            if word.encode() + cut not in checked:
                 return False
             text = text[:len(text) - len(word)]
         return self.allows(text, action, closed=True)  # what comes before the cut character is closed
@@ -180,6 +178,10 @@ class CopyChecker:
     def __init__(self, tok):
         self.tok = tok
         self.specials = frozenset(tok.special_tokens.values())
+
+    def extend(self, segment: bytes, token: int) -> bytes:
+        """A row's segment after `token` (a special token starts a new one)."""
+        return b"" if token in self.specials else segment + self.tok.id_to_bytes(token)
 
     def keeps(self, rule: CopyRule, segment: bytes, action: bool, token: int) -> bool:
         if token in self.specials:  # the grammar lets only the closing tag through: the text is final

@@ -102,7 +102,6 @@ class Engine:
                                      grammar=self.grammar)
                         if use_graphs else EagerDecoder(model, self.cache, n_vocab=self.n_vocab, grammar=self.grammar))
         self.overlap = overlap
-        self.specials = frozenset(tok.special_tokens.values())
         self.copy_rules = copy_rules and self.grammar is not None  # a request's `copy` (copying.py) is checked
         self.copy_checker = CopyChecker(tok)
         self.prefill_tokens = prefill_tokens  # padded prompt tokens per prefill forward (at least one prompt)
@@ -352,7 +351,7 @@ class Engine:
         if seq.state != FREE:
             seq.state = self.grammar.advance(seq.state, token)
         if seq.copy is not None:
-            seq.segment = b"" if token in self.specials else seq.segment + self.tok.id_to_bytes(token)
+            seq.segment = self.copy_checker.extend(seq.segment, token)
         self.stats["tokens"] += 1
         if token in req.stop_ids:
             text, special, reason = seq.text.close(), (None if req.specials_as_text else token), "stop"
