@@ -17,6 +17,7 @@ import re
 import sys
 from pathlib import Path
 
+from model.copying import report_vocabulary
 from sft.data import load_conversations, split
 from sft.train import run_stage
 
@@ -54,7 +55,9 @@ def agent_data(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict]:
     train, val = read_jsonl(traces / "train.jsonl"), read_jsonl(traces / "val.jsonl")
     chat_train, chat_val = (chat_mix(x) for x in split(load_conversations()))
     meta = {"traces": str(traces), "train_traces": len(train), "val_traces": len(val),
-            "chat_train": len(chat_train) * args.chat_repeat, "chat_val": len(chat_val)}
+            "chat_train": len(chat_train) * args.chat_repeat, "chat_val": len(chat_val),
+            # the words around tool results the model learns to write; the server holds answers to them
+            "report_vocabulary": report_vocabulary(train)}
     return train + chat_train * args.chat_repeat, val + chat_val, meta
 
 

@@ -52,7 +52,7 @@ def tool_schemas() -> list[dict]:
     docs = dict((name, doc) for name, (_, doc) in _TOOL_SPECS.items())
     known = relations()
     if known:
-        docs["lookup"] += " Relations: " + ", ".join(known[:MAX_RELATIONS]) + "."
+        docs["lookup"] += " It knows: " + ", ".join(f"{r} of ..." for r in known[:MAX_RELATIONS])
     return [{"type": "function", "function": {"name": name, "description": docs[name], "parameters": {
         "type": "object", "properties": {key: {"type": "string"}}, "required": [key]}}}
         for name, (key, _) in _TOOL_SPECS.items()]

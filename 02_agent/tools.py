@@ -321,15 +321,24 @@ def lookup(query: str, kb_path: str | os.PathLike | None = None) -> str:
         return "error: could not read knowledge base"
 
 
+SHARED_RELATION = 3  # keys that must share a relation of several words
+
+
 def relations(kb_path: str | os.PathLike | None = None) -> list[str]:
-    """The relations the knowledge base knows (each key's words before its first "of"), sorted;
-    [] when it cannot be read. The agent names them in the lookup tool's description."""
+    """The relations the knowledge base knows, sorted: each key's words before its first "of", and
+    before a later "of" that at least SHARED_RELATION keys share ("number of moons" of "number of
+    moons of Mars"); [] when it cannot be read. The agent names them in the lookup tool's description."""
     if kb_path is None:
         kb_path = os.environ.get("KB_PATH") or _default_kb_path()
     kb = _load_kb(Path(kb_path))
     if isinstance(kb, str):
         return []
-    return sorted({k.split(" of ", 1)[0] for k in kb if " of " in k})
+    heads: dict[str, int] = {}
+    for k in kb:
+        parts = k.split(" of ")
+        for i in range(1, len(parts)):
+            heads[" of ".join(parts[:i])] = heads.get(" of ".join(parts[:i]), 0) + 1
+    return sorted(h for h, n in heads.items() if " of " not in h or n >= SHARED_RELATION)
 
 
 # ----------------------------------------------------------------------------- registry

@@ -37,6 +37,7 @@ import torch
 
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
 WORD = re.compile(r"[^\W\d_]+")
+RUN = re.compile(r"[\W_]+")
 CANDIDATES = 64  # tokens tried, most likely first, when the pick breaks a rule
 
 
@@ -65,7 +66,58 @@ def tools_text(tools: list[dict[str, Any]] | None) -> str:
 NAME_HEAD = 3  # letters that make a capitalized word of an answer "start like" a word of a result
 
 
-def chat_rule(tok, prompt: list[int], messages: list[dict], tools: list[dict] | None) -> "CopyRule":
+def _runs(text: str) -> set[str]:
+    """The runs of characters that are not letters or digits ("^" marks one that starts the text,
+    "$" one that ends it)."""
+    return {_marked(m, text) for m in RUN.finditer(text)}
+
+
+def _marked(m: re.Match, text: str) -> str:
+    return ("^" if m.start() == 0 else "") + m.group() + ("$" if m.end() == len(text) else "")
+
+
+def report_vocabulary(conversations: Iterable[dict]) -> dict:
+    """How answers after tool results go around what the results hold, over training conversations
+    (OpenAI messages): {"words": their other words, "runs": their runs of other characters (see
+    _runs), "starts" and "ends": such words they start or end with, "pairs": two such words in a
+    row, as written ("Sorry, I")}. A checkpoint stores it (meta.json data.report_vocabulary); the server holds such
+    answers to it."""
+    words, runs, starts, ends, pairs = set(), set(), set(), set(), set()
+    for conv in conversations:
+        results: list[str] = []
+        for m in conv.get("messages", ()):
+            if m.get("role") == "user":
+                results = []
+            elif m.get("role") == "tool":
+                results.append(str(m.get("content") or ""))
+            elif m.get("role") == "assistant" and m.get("content") and results:
+                text, said = m["content"], set(WORD.findall("\n".join(results)))
+                seq = [w for w in WORD.finditer(text)]
+                own = [w.group() not in said for w in seq]
+                words |= {w.group() for w, o in zip(seq, own) if o}
+                starts |= {w.group() for w, o in zip(seq, own) if o and w.start() == 0}
+                ends |= {seq[-1].group()} if seq and own[-1] and not WORD.search(text[seq[-1].end():]) else set()
+                pairs |= {text[a.start():b.end()] for a, b, oa, ob in zip(seq, seq[1:], own, own[1:]) if oa and ob}
+                runs |= _runs(text) - set().union(*map(_runs, results))
+    return {"words": sorted(words), "runs": sorted(runs), "starts": sorted(starts), "ends": sorted(ends),
+            "pairs": sorted(pairs)}
+
+
+def checkpoint_report(meta: dict) -> dict | None:
+    """A checkpoint's report vocabulary (meta.json data.report_vocabulary), None if it has none;
+    ValueError if it is malformed."""
+    report = (meta.get("data") or {}).get("report_vocabulary") if isinstance(meta.get("data"), dict) else None
+    if report is None:
+        return None
+    lists = ("words", "runs", "starts", "ends", "pairs")
+    if not (isinstance(report, dict) and all(isinstance(report.get(k), list) and all(isinstance(x, str) for x in report[k])
+                                             for k in lists)):
+        raise ValueError("meta.json data.report_vocabulary must hold lists of strings: " + ", ".join(lists))
+    return report
+
+
+def chat_rule(tok, prompt: list[int], messages: list[dict], tools: list[dict] | None,
+              report: dict | None = None) -> "CopyRule":
     """A chat request's rule: the prompt's text (its special tokens left out), the tools' text
     (None without tools), and what the tools returned since the last user message."""
     specials = set(tok.special_tokens.values())
@@ -80,7 +132,7 @@ def chat_rule(tok, prompt: list[int], messages: list[dict], tools: list[dict] | 
             run.append(t)
     names = {t["function"]["name"] for t in tools or [] if isinstance(t, dict) and isinstance(t.get("function"), dict)
              and isinstance(t["function"].get("name"), str)}
-    return CopyRule("\n".join(p for p in pieces if p), tools_text(tools) if tools else None, results, names)
+    return CopyRule("\n".join(p for p in pieces if p), tools_text(tools) if tools else None, results, names, report)
 
 
 class CopyRule:
@@ -90,7 +142,8 @@ class CopyRule:
     the tools returned since the last user message; calls: the names an action may call (None: any
     form)."""
 
-    def __init__(self, context: str, tools: str | None, results: str = "", calls: Iterable[str] | None = None):
+    def __init__(self, context: str, tools: str | None, results: str = "", calls: Iterable[str] | None = None,
+                 report: dict | None = None):
         self.numbers = set(NUMBER.findall(context))
         self.number_prefixes = _prefixes(self.numbers)
         self.check_words = tools is not None
@@ -101,7 +154,36 @@ class CopyRule:
         self.symbols = {c for c in context + (tools or "") if not c.isalnum()} - {"\ufffd"}
         self.calls = set(calls) if calls else None
         self.call_prefixes = _prefixes([f"{n}(" for n in self.calls or ()])
+        # one span: an argument with words is a piece of the tools' text (lower case), then a piece
+        # of the conversation's text (compared in lower case)
+        self.tools_said = (tools or "").lower()
+        self.said = context.lower()
+        # copies go on: in an answer, a word of a result is followed by the word that follows it there
+        # (or by anything, where it ends a result)
+        self.follows: dict[str, set[tuple[str, str]] | None] = {}  # word -> {(text between, next word)}
+        for line in results.split("\n"):
+            seq = list(WORD.finditer(line))
+            for m, nxt in zip(seq, seq[1:] + [None]):
+                w = m.group()
+                if nxt is None:
+                    self.follows[w] = None
+                elif self.follows.get(w, set()) is not None:
+                    self.follows.setdefault(w, set()).add((line[m.end():nxt.start()], nxt.group()))
         self.names = set(WORD.findall(results))
+        # a report (report_vocabulary): an answer after results writes their words and characters, or
+        # the vocabulary's
+        self.reports = report is not None and bool(results.strip())
+        self.report_words = self.names | set(report["words"] if self.reports else ())
+        self.report_word_prefixes = _prefixes(self.report_words)
+        self.report_byte_prefixes = _prefixes([w.encode() for w in self.report_words])
+        self.report_runs = set().union(*map(_runs, results.split("\n"))) | set(report["runs"] if self.reports else ())
+        self.report_pairs = set(report["pairs"] if self.reports else ())
+        self.report_pair_prefixes = _prefixes(self.report_pairs)
+        self.report_starts = set(report["starts"] if self.reports else ())
+        self.report_ends = set(report["ends"] if self.reports else ())
+        self.report_run_prefixes = _prefixes(self.report_runs)
+        self.report_numbers = set(NUMBER.findall(results))
+        self.report_number_prefixes = _prefixes(self.report_numbers)
         self.name_heads = {w[:NAME_HEAD] for w in self.names if len(w) >= NAME_HEAD}
         self.name_prefixes = _prefixes(self.names)
         self.name_byte_prefixes = _prefixes([w.encode() for w in self.names])
@@ -115,10 +197,10 @@ class CopyRule:
         if not cut:
             return self.allows(text, action, final)
         word = re.search(r"[^\W\d_]*$", text).group()
-        checked = (self.word_byte_prefixes if action and self.check_words else
-                   self.name_byte_prefixes if not action and self._name(word) else None)
-        if checked is not None:  # the cut character goes on a checked word: the bytes must too
-            if word.encode() + cut not in checked:
+        checked = ([self.word_byte_prefixes] if action and self.check_words else [] if action else
+                   [self.name_byte_prefixes] * self._name(word) + [self.report_byte_prefixes] * self.reports)
+        if checked:  # the cut character goes on a checked word: the bytes must too
+            if any(word.encode() + cut not in c for c in checked):
                 return False
             text = text[:len(text) - len(word)]
         return self.allows(text, action, closed=True)  # what comes before the cut character is closed
@@ -131,11 +213,12 @@ class CopyRule:
             return False
         if action and self.calls and not self._call_form(text, final):
             return False
-        final = final if closed is None else closed
+        given_final, final = final, final if closed is None else closed
+        prefixes = self.report_number_prefixes if self.reports and not action else self.number_prefixes
         for m in NUMBER.finditer(text):
             n, rest = m.group(), text[m.end():]
             if not final and (rest == "" or rest == "."):  # still open: "859" or "859." may go on
-                if n + rest in self.number_prefixes or self._number(n, action):  # or it ends here
+                if n + rest in prefixes or self._number(n, action):  # or it ends here
                     continue
                 return False
             if not self._number(n, action):
@@ -148,13 +231,72 @@ class CopyRule:
                 ok = w in self.word_prefixes if (not final and m.end() == len(text)) else w in self.words
                 if not ok:
                     return False
-        if not action and self.names:
-            for m in WORD.finditer(text):
-                w = m.group()
-                if self._name(w) and w not in (self.name_prefixes if not final and m.end() == len(text)
-                                                else self.names):
-                    return False
+            if self.calls and not self._one_span(text, final):
+                return False
+        if not action and (self.names or self.reports):
+            return self._report(text, final, not given_final)
         return True
+
+    def _report(self, text: str, final: bool, open_end: bool) -> bool:
+        """An answer after tool results: names are copied, a copy goes on to its result's end, and
+        with a report vocabulary every word and character is the results' or the vocabulary's."""
+        if self.reports:
+            for m in RUN.finditer(text):
+                if open_end and m.end() == len(text):  # it may go on, or end the answer
+                    if ("^" if m.start() == 0 else "") + m.group() not in self.report_run_prefixes:
+                        return False
+                elif _marked(m, text) not in self.report_runs:
+                    return False
+        words = list(WORD.finditer(text))
+        for i, m in enumerate(words):
+            w, last = m.group(), not final and m.end() == len(text)
+            if self._name(w) and w not in (self.name_prefixes if last else self.names):
+                return False
+            if self.reports and w not in (self.report_word_prefixes if last else self.report_words):
+                return False
+            if self.reports and w not in (self.name_prefixes if last else self.names):  # the vocabulary's words
+                # come in its order
+                if i == 0 and not m.start() and not (any(x.startswith(w) for x in self.report_starts) if last
+                                                     else w in self.report_starts):
+                    return False
+                if i and words[i - 1].group() not in self.names:
+                    pair = text[words[i - 1].start():m.end()]
+                    if pair not in (self.report_pair_prefixes if last else self.report_pairs):
+                        return False
+            nexts = self.follows.get(words[i - 1].group()) if i else None
+            between = text[words[i - 1].end():m.start()] if i else ""
+            if nexts is not None and not any(b == between and (n.startswith(w) if last else n == w) for b, n in nexts):
+                return False
+        if self.reports and final and words and words[-1].group() not in self.names | self.report_ends:
+            return False  # the vocabulary's words end an answer where its answers end
+        # a copy does not stop inside its result: what follows its last word is on the way to the next
+        nexts = self.follows.get(words[-1].group()) if words else None
+        after = text[words[-1].end():] if words else ""
+        return nexts is None or (not final and any(b.startswith(after) for b, _ in nexts))
+
+    def _one_span(self, text: str, final: bool) -> bool:
+        """Is the argument of `text` (name(argument)) tool words, then one piece of the conversation?
+        An argument without words (an expression) is not checked."""
+        arg = text.partition("(")[2]
+        if final:
+            return self._piece(arg[:-1], True)
+        # a closing bracket may be the last character of the action (or a copied one)
+        return self._piece(arg, False) or (arg.endswith(")") and self._piece(arg[:-1], True))
+
+    def _piece(self, arg: str, final: bool) -> bool:
+        if not WORD.search(arg):
+            return True
+        for cut in [0] + [i + 1 for i, c in enumerate(arg) if c == " "] + [len(arg)]:
+            head, rest = arg[:cut], arg[cut:].lower()
+            if head.lower() != head or head not in self.tools_said:
+                return False  # a longer head is no piece either
+            if not rest:
+                return not final  # the copied piece has not started yet
+            # the copied piece starts where a word or number of the conversation does (and, when
+            # final, ends where one does)
+            if rest[0].isalnum() and re.search(r"(?<!\w)" + re.escape(rest) + (r"(?!\w)" if final else ""), self.said):
+                return True
+        return False
 
     def _call_form(self, text: str, final: bool) -> bool:
         """`name(` + argument + `)` (what transformer.chat.parse_action reads), name a tool's."""
@@ -168,6 +310,8 @@ class CopyRule:
         return len(w) >= NAME_HEAD and w[0].isupper() and w[:NAME_HEAD] in self.name_heads
 
     def _number(self, n: str, action: bool) -> bool:
+        if self.reports and not action:  # a report's numbers are the results'
+            return n in self.report_numbers
         return n in self.numbers or (action and len(n) == 1)
 
 

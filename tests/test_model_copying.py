@@ -12,7 +12,7 @@ import torch
 
 from agent.loop import tool_schemas
 from agent.tools import relations
-from model.copying import NUMBER, WORD, CopyRule, chat_rule, tools_text
+from model.copying import NUMBER, WORD, CopyRule, chat_rule, checkpoint_report, report_vocabulary, tools_text
 from model.engine import Done, Engine, Request
 from model.responses import CHAT_STOP_TOKENS
 from model.sampling import SamplingParams
@@ -91,6 +91,63 @@ def test_names_of_an_answer():
     assert CopyRule("Antananarivo", None).allows("Antanarivo.", False, final=True)  # no results, no names
 
 
+def test_an_argument_is_a_piece_of_the_tools_then_one_of_the_conversation():
+    """lookup(composer of In the Hall of the Mountain King): "composer of " is the tools' text, the
+    rest the user's; words of the question in another order, or with some left out, are not."""
+    tools = "calc(expression): + - * /. lookup(query): Look up a fact. It knows: composer of ..., number of moons of ..., capital of ..."
+    rule = CopyRule("Who composed In the Hall of the Mountain King? How many moons has Mars got?", tools,
+                    calls=["lookup", "calc"])
+    ok = ["lookup(composer of In the Hall of the Mountain King)", "lookup(number of moons of Mars)",
+          "lookup(In the Hall of the Mountain King)", "lookup(capital of Mars)"]
+    for text in ok:
+        assert rule.allows(text, True, final=True), text
+        for cut in range(1, len(text)):  # and every prefix of it, still open
+            assert rule.allows(text[:cut], True), text[:cut]
+    for text in ("lookup(composer of In the Mountain King)",   # words left out
+                 "lookup(composer of the Mountain In)",        # in another order
+                 "lookup(composer of In the Hall of the Mount)",  # a piece ends where a word does
+                 "lookup(composer of mars moons)", "lookup(Composer of Mars)", "lookup(composer of ?)"):
+        assert not rule.allows(text, True, final=True), text
+    assert rule.allows("calc(2 ** 3)", True, final=True)  # no words: an expression, not checked
+
+
+def test_an_answer_after_results_reports_them():
+    """With a report vocabulary, an answer after tool results is a copy of a result, or the
+    vocabulary's words and runs in its order, with the results' numbers."""
+    report = report_vocabulary([{"messages": [
+        {"role": "user", "content": "q"}, {"role": "tool", "content": "6912"},
+        {"role": "assistant", "content": "The answer is 6912."},
+        {"role": "user", "content": "q"}, {"role": "tool", "content": "not found: x"},
+        {"role": "assistant", "content": "Sorry, I don't know that."},
+        {"role": "user", "content": "q"}, {"role": "tool", "content": "Paris"},
+        {"role": "assistant", "content": "Paris."}]}])
+    assert report == {"words": ["I", "Sorry", "The", "answer", "don", "is", "know", "t", "that"],
+                      "runs": [" ", "'", ", ", ".$"], "starts": ["Sorry", "The"], "ends": ["is", "that"],
+                      "pairs": ["I don", "Sorry, I", "The answer", "answer is", "don't", "know that", "t know"]}
+    rule = CopyRule("What is the founder of Sony? 12", None, "Masaru Ibuka and Akio Morita\n1946", report=report)
+    for text in ("Masaru Ibuka and Akio Morita.", "The answer is 1946.", "Sorry, I don't know that."):
+        assert rule.allows(text, False, final=True), text
+        assert all(rule.allows(text[:cut], False) for cut in range(1, len(text))), text
+    for text in ("Masaru Ibuka.",                    # a copy stops inside its result
+                 "Masaru Ibuka and Claud Morita.",   # or goes on with another word
+                 "Masaru  Ibuka and Akio Morita.",   # or other characters
+                 "The answer is 12.",                # a number that no result holds
+                 "Sorry, know that.", "I don't know that.", "The.",  # the vocabulary's order
+                 "The answer is Konta.", " Akio Morita.", "Akio Morita...."):
+        assert not rule.allows(text, False, final=True), text
+    assert CopyRule("q", None, "", report=report).allows("Anything, at all!", False, final=True)  # no results
+    assert CopyRule("q 12", None, "Paris").allows("Paris is nice, 12.", False, final=True)  # no vocabulary
+
+
+def test_a_checkpoints_report_vocabulary():
+    assert checkpoint_report({"stage": "sft"}) is None
+    good = {"words": ["The"], "runs": [" "], "starts": [], "ends": [], "pairs": []}
+    assert checkpoint_report({"data": {"report_vocabulary": good}}) == good
+    for bad in ([], {"words": "The"}, {**good, "pairs": [1]}):
+        with pytest.raises(ValueError, match="report_vocabulary"):
+            checkpoint_report({"data": {"report_vocabulary": bad}})
+
+
 def test_cut_characters():
     rule = CopyRule("the capital of Québec, 1234", "lookup()")
     q = "Québec".encode()
@@ -107,6 +164,11 @@ def test_the_tools_name_the_knowledge_base_relations(tmp_path, monkeypatch):
     kb.write_text(json.dumps({"capital of France": "Paris", "favourite colour of the mascot": "teal",
                               "speed of light": "c"}), encoding="utf-8")
     assert relations(kb) == ["capital", "favourite colour", "speed"]
+    moons = {f"number of moons of {p}": "1" for p in ("Mars", "Earth", "Venus")}
+    kb.write_text(json.dumps({**moons, "capital of France": "Paris"}), encoding="utf-8")
+    assert relations(kb) == ["capital", "number", "number of moons"]  # a longer relation: 3 keys share it
+    kb.write_text(json.dumps({"capital of France": "Paris", "favourite colour of the mascot": "teal",
+                              "speed of light": "c"}), encoding="utf-8")
     monkeypatch.setenv("KB_PATH", str(kb))
     words = set(WORD.findall(tools_text(tool_schemas()).lower()))
     assert {"calc", "lookup", "capital", "favourite", "colour", "speed"} <= words
@@ -115,9 +177,10 @@ def test_the_tools_name_the_knowledge_base_relations(tmp_path, monkeypatch):
     assert relations(kb) == []
 
 
-def _rule_breaks(path: Path, tools: dict[str, str], limit: int) -> tuple[int, list]:
+def _rule_breaks(path: Path, tools: dict[str, str], limit: int, report: dict | None) -> tuple[int, list]:
     """Check every action and answer of the first `limit` conversations against the rules, with the
-    conversation so far as the context and `tools[its KB]` as the tools' text."""
+    conversation so far as the context, `tools[its KB]` as the tools' text and `report` as the
+    report vocabulary."""
     checked, bad = 0, []
     with path.open(encoding="utf-8") as f:
         for line, _ in zip(f, range(limit)):
@@ -128,7 +191,7 @@ def _rule_breaks(path: Path, tools: dict[str, str], limit: int) -> tuple[int, li
                     context += " " + m["content"]
                     results = [] if m["role"] == "user" else results + [m["content"]]
                     continue
-                rule = CopyRule(context, tool_text, "\n".join(results), calls=("calc", "lookup"))
+                rule = CopyRule(context, tool_text, "\n".join(results), calls=("calc", "lookup"), report=report)
                 segments = [(True, f"{c['function']['name']}({next(iter(json.loads(c['function']['arguments']).values()))})")
                             for c in m.get("tool_calls") or []] + [(False, m["content"])] * bool(m.get("content"))
                 for action, text in segments:
@@ -147,8 +210,11 @@ def test_the_training_traces_follow_the_rules(monkeypatch):
     for name, kb in (("kb", DATA.parent / "kb.json"), ("invented", DATA / "kb_invented.json")):
         monkeypatch.setenv("KB_PATH", str(kb))
         tools[name] = tools_text(tool_schemas())
+    with (DATA / "train.jsonl").open(encoding="utf-8") as f:  # as agent_sft.train stores it
+        report = report_vocabulary(json.loads(line) for line in f)
+    assert {"The", "answer", "Sorry"} <= set(report["words"]) and "Sorry, I" in report["pairs"]
     for split, limit in (("train.jsonl", 6000), ("test.jsonl", 10**6)):
-        checked, bad = _rule_breaks(DATA / split, tools, limit)
+        checked, bad = _rule_breaks(DATA / split, tools, limit, report)
         assert checked > 5000 and bad == [], (split, bad[:5])
 
 
@@ -187,6 +253,9 @@ def test_a_chat_requests_rule(tiny):
     assert {"Paris", "paris", "madagascar", "lookup", "calc"} <= rule.words
     assert not any("|" in w for w in rule.words)  # no special token's spelling
     assert not chat_rule(tok, render_prompt(messages, tok), messages, None).check_words
+    report = {"words": ["The"], "runs": [], "starts": ["The"], "ends": [], "pairs": []}
+    assert chat_rule(tok, render_prompt(messages, tok), messages, tool_schemas(), report).reports
+    assert not chat_rule(tok, render_prompt(messages, tok), messages[:5], tool_schemas(), report).reports  # no results
 
 
 def broken(rule: CopyRule, turn: str) -> list[str]:
