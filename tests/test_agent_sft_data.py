@@ -288,3 +288,20 @@ def test_test_items_spread_evenly_over_heldout_templates(files):
     for kind in ("pair", "lcalc", "chain"):
         counts = [n for t, n in uses.items() if re.fullmatch(rf"{kind}\d+", t)]
         assert counts and max(counts) - min(counts) <= 2, (kind, uses)
+
+
+def test_a_report_vocabulary_is_added_to_an_older_checkpoint(tmp_path):
+    """agent_sft.vocabulary: meta.json gains data.report_vocabulary and keeps everything else."""
+    from agent_sft.vocabulary import main as vocabulary_main
+    ckpt, traces = tmp_path / "agent", tmp_path / "traces"
+    ckpt.mkdir(), traces.mkdir()
+    (ckpt / "meta.json").write_text(json.dumps({"stage": "agent", "step": 7, "data": {"train_traces": 1}}))
+    (traces / "train.jsonl").write_text(json.dumps({"messages": [
+        {"role": "user", "content": "What is 2 plus 3?"}, {"role": "tool", "content": "5"},
+        {"role": "assistant", "content": "The answer is 5."}]}) + "\n")
+    vocabulary_main(["--checkpoint", str(ckpt), "--traces", str(traces)])
+    meta = json.loads((ckpt / "meta.json").read_text())
+    assert meta["step"] == 7 and meta["data"]["train_traces"] == 1
+    assert meta["data"]["report_vocabulary"]["pairs"] == ["The answer", "answer is"]
+    with pytest.raises(SystemExit, match="meta.json is missing"):
+        vocabulary_main(["--checkpoint", str(tmp_path / "none"), "--traces", str(traces)])
