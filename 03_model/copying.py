@@ -267,12 +267,13 @@ class CopyRule:
             between = text[words[i - 1].end():m.start()] if i else ""
             if nexts is not None and not any(b == between and (n.startswith(w) if last else n == w) for b, n in nexts):
                 return False
-        if self.reports and final and words and words[-1].group() not in self.names | self.report_ends:
+        ended = not open_end  # (final may only say that a cut character follows)
+        if self.reports and ended and words and words[-1].group() not in self.names | self.report_ends:
             return False  # the vocabulary's words end an answer where its answers end
         # a copy does not stop inside its result: what follows its last word is on the way to the next
         nexts = self.follows.get(words[-1].group()) if words else None
         after = text[words[-1].end():] if words else ""
-        return nexts is None or (not final and any(b.startswith(after) for b, _ in nexts))
+        return nexts is None or (not ended and any(b.startswith(after) for b, _ in nexts))
 
     def _one_span(self, text: str, final: bool) -> bool:
         """Is the argument of `text` (name(argument)) tool words, then one piece of the conversation?

@@ -135,6 +135,11 @@ def test_an_answer_after_results_reports_them():
                  "Sorry, know that.", "I don't know that.", "The.",  # the vocabulary's order
                  "The answer is Konta.", " Akio Morita.", "Akio Morita...."):
         assert not rule.allows(text, False, final=True), text
+    accents = CopyRule("the currency of Vietnam?", None, "Vietnamese đồng", report=report)
+    copy = "Vietnamese đồng.".encode()  # tokens may cut its characters: every byte prefix is on the way
+    assert all(accents.allows_bytes(copy[:cut], False) for cut in range(1, len(copy)))
+    assert accents.allows_bytes(copy, False, final=True)
+    assert not accents.allows_bytes("Vietnamese đng.".encode(), False, final=True)
     assert CopyRule("q", None, "", report=report).allows("Anything, at all!", False, final=True)  # no results
     assert CopyRule("q 12", None, "Paris").allows("Paris is nice, 12.", False, final=True)  # no vocabulary
 
