@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from model.copying import report_vocabulary
+from model.reporting import report_vocabulary
 from sft.data import load_conversations, split
 from sft.train import run_stage
 

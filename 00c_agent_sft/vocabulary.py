@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from model.copying import report_vocabulary
+from model.reporting import report_vocabulary
 from transformer.checkpoint import META, CheckpointError, read_json
 
 from .train import HERE, read_jsonl

@@ -6,10 +6,12 @@ it writes `calc(597000000 + 74328900)` (one 0 too many), and asked about Vietnam
 the conversation (the user wrote it or a tool returned it), every number of two or more digits in an
 action does too (one-digit ones come from words: "cubed" -> `** 3`), every word of an action is the
 user's or a tool's (a tool name, or a relation the lookup tool's description names), and every other
-character of an action (brackets, operators, quotes) was written by someone; an answer after a tool
-result that names something copies the name ("Antananarivo." after `Antananarivo`, never
-"Antanarivo."; the small model writes both). So a chat turn is decoded under these rules, on top of
-the protocol's grammar (grammar.py):
+character of an action (brackets, operators, quotes) was written by someone; a lookup's argument is
+a piece of its description ("capital of ") and then one piece of what the user wrote ("Japan"); an
+answer after a tool result that names something copies the name ("Antananarivo." after
+`Antananarivo`, never "Antanarivo."; the small model writes both) to the result's end, and says
+little else (reporting.py). So a chat turn is decoded under these rules, on top of the protocol's
+grammar (grammar.py):
 
     where            what                           must be
     action, answer   a number (digits, maybe .dd)   a number of the conversation (actions: or one digit)
@@ -17,9 +19,16 @@ the protocol's grammar (grammar.py):
                                                     case) or of the request's tools (in lower case)
     action           any other character            one that the conversation or the tools contain
     action           its form                       name(argument), name one of the request's tools
+    action           an argument with words         a piece of the tools' text (lower case), then one
+                                                    piece of the conversation (starting and ending
+                                                    where its words do; compared in lower case)
     answer           a name: a capitalized word     one of those words
                      that starts (3 letters) like
                      a word of this turn's tool results
+    answer after     a copy of a result             goes on exactly to the result's end
+    tool results     (with a report vocabulary)     numbers: the results'; other words, runs of other
+                                                    characters, first and last words, word pairs:
+                                                    the vocabulary's
     action, answer   bytes that are not UTF-8       never
 
 A rule checks text, not tokens: a number may be tokenized differently when it is copied. While a
@@ -35,9 +44,9 @@ from typing import Any, Iterable
 
 import torch
 
+from .reporting import RUN, WORD, marked_run, runs_of
+
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
-WORD = re.compile(r"[^\W\d_]+")
-RUN = re.compile(r"[\W_]+")
 CANDIDATES = 64  # tokens tried, most likely first, when the pick breaks a rule
 
 
@@ -64,56 +73,6 @@ def tools_text(tools: list[dict[str, Any]] | None) -> str:
 
 
 NAME_HEAD = 3  # letters that make a capitalized word of an answer "start like" a word of a result
-
-
-def _runs(text: str) -> set[str]:
-    """The runs of characters that are not letters or digits ("^" marks one that starts the text,
-    "$" one that ends it)."""
-    return {_marked(m, text) for m in RUN.finditer(text)}
-
-
-def _marked(m: re.Match, text: str) -> str:
-    return ("^" if m.start() == 0 else "") + m.group() + ("$" if m.end() == len(text) else "")
-
-
-def report_vocabulary(conversations: Iterable[dict]) -> dict:
-    """How answers after tool results go around what the results hold, over training conversations
-    (OpenAI messages): {"words": their other words, "runs": their runs of other characters (see
-    _runs), "starts" and "ends": such words they start or end with, "pairs": two such words in a
-    row, as written ("Sorry, I")}. A checkpoint stores it (meta.json data.report_vocabulary); the server holds such
-    answers to it."""
-    words, runs, starts, ends, pairs = set(), set(), set(), set(), set()
-    for conv in conversations:
-        results: list[str] = []
-        for m in conv.get("messages", ()):
-            if m.get("role") == "user":
-                results = []
-            elif m.get("role") == "tool":
-                results.append(str(m.get("content") or ""))
-            elif m.get("role") == "assistant" and m.get("content") and results:
-                text, said = m["content"], set(WORD.findall("\n".join(results)))
-                seq = [w for w in WORD.finditer(text)]
-                own = [w.group() not in said for w in seq]
-                words |= {w.group() for w, o in zip(seq, own) if o}
-                starts |= {w.group() for w, o in zip(seq, own) if o and w.start() == 0}
-                ends |= {seq[-1].group()} if seq and own[-1] and not WORD.search(text[seq[-1].end():]) else set()
-                pairs |= {text[a.start():b.end()] for a, b, oa, ob in zip(seq, seq[1:], own, own[1:]) if oa and ob}
-                runs |= _runs(text) - set().union(*map(_runs, results))
-    return {"words": sorted(words), "runs": sorted(runs), "starts": sorted(starts), "ends": sorted(ends),
-            "pairs": sorted(pairs)}
-
-
-def checkpoint_report(meta: dict) -> dict | None:
-    """A checkpoint's report vocabulary (meta.json data.report_vocabulary), None if it has none;
-    ValueError if it is malformed."""
-    report = (meta.get("data") or {}).get("report_vocabulary") if isinstance(meta.get("data"), dict) else None
-    if report is None:
-        return None
-    lists = ("words", "runs", "starts", "ends", "pairs")
-    if not (isinstance(report, dict) and all(isinstance(report.get(k), list) and all(isinstance(x, str) for x in report[k])
-                                             for k in lists)):
-        raise ValueError("meta.json data.report_vocabulary must hold lists of strings: " + ", ".join(lists))
-    return report
 
 
 def chat_rule(tok, prompt: list[int], messages: list[dict], tools: list[dict] | None,
@@ -176,7 +135,7 @@ class CopyRule:
         self.report_words = self.names | set(report["words"] if self.reports else ())
         self.report_word_prefixes = _prefixes(self.report_words)
         self.report_byte_prefixes = _prefixes([w.encode() for w in self.report_words])
-        self.report_runs = set().union(*map(_runs, results.split("\n"))) | set(report["runs"] if self.reports else ())
+        self.report_runs = set().union(*map(runs_of, results.split("\n"))) | set(report["runs"] if self.reports else ())
         self.report_pairs = set(report["pairs"] if self.reports else ())
         self.report_pair_prefixes = _prefixes(self.report_pairs)
         self.report_starts = set(report["starts"] if self.reports else ())
@@ -245,7 +204,7 @@ class CopyRule:
                 if open_end and m.end() == len(text):  # it may go on, or end the answer
                     if ("^" if m.start() == 0 else "") + m.group() not in self.report_run_prefixes:
                         return False
-                elif _marked(m, text) not in self.report_runs:
+                elif marked_run(m, text) not in self.report_runs:
                     return False
         words = list(WORD.finditer(text))
         for i, m in enumerate(words):

@@ -20,7 +20,7 @@ from transformer.checkpoint import CheckpointError, load_checkpoint
 from transformer.tokenizer import Tokenizer, TokenizerError
 
 from .api import create_app
-from .copying import checkpoint_report
+from .reporting import checkpoint_report
 from .decode import pick_device
 from .engine import Engine
 

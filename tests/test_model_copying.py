@@ -12,7 +12,8 @@ import torch
 
 from agent.loop import tool_schemas
 from agent.tools import relations
-from model.copying import NUMBER, WORD, CopyRule, chat_rule, checkpoint_report, report_vocabulary, tools_text
+from model.copying import NUMBER, WORD, CopyRule, chat_rule, tools_text
+from model.reporting import checkpoint_report, report_vocabulary
 from model.engine import Done, Engine, Request
 from model.responses import CHAT_STOP_TOKENS
 from model.sampling import SamplingParams

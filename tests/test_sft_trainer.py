@@ -9,7 +9,7 @@ import torch
 import transformers  # a test dependency (make dev): builds the tiny Hugging Face GPT-2 directories
 
 from agent_sft.generate import build, write
-from model.copying import checkpoint_report
+from model.reporting import checkpoint_report
 from sft.data import load_conversations
 from sft.hf_init import bytes_to_unicode, load_hf_tokenizer, resize_vocab
 from sft.train import main as sft_main
