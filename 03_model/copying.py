@@ -54,6 +54,28 @@ def _prefixes(items: Iterable) -> set:
     return {s[:i] for s in items for i in range(1, len(s) + 1)}
 
 
+def _sign(text: str, m: re.Match) -> str:
+    """"-" if the number `m` of `text` is negative: a minus right before it that does not follow a
+    letter, digit or closing bracket ("-42", "(-42", "3 * -42"; not "5-42" or "5 - 42")."""
+    i = m.start()
+    return "-" if i and text[i - 1] == "-" and (i == 1 or not (text[i - 2].isalnum() or text[i - 2] in ").")) else ""
+
+
+def _signed(text: str) -> set[str]:
+    return {_sign(text, m) + m.group() for m in NUMBER.finditer(text)}
+
+
+def _balanced(arg: str, final: bool) -> bool:
+    """An argument's brackets: never more closed than opened, and (final: without the action's own
+    closing bracket) all closed. Not final, one more may close: the action's own."""
+    depth = 0
+    for i, c in enumerate(arg[:-1] if final else arg):
+        depth += (c == "(") - (c == ")")
+        if depth < 0 and not (not final and i == len(arg) - 1):
+            return False
+    return depth == 0 if final else True
+
+
 def tools_text(tools: list[dict[str, Any]] | None) -> str:
     """The text of an OpenAI `tools` list: function names, descriptions and parameter texts."""
     out: list[str] = []
@@ -105,6 +127,8 @@ class CopyRule:
                  report: dict | None = None):
         self.numbers = set(NUMBER.findall(context))
         self.number_prefixes = _prefixes(self.numbers)
+        self.signed = _signed(context)  # and their signs: "-42" as the user or a tool wrote it
+        self.signed_prefixes = _prefixes(self.signed)
         self.check_words = tools is not None
         said = WORD.findall(context)
         self.words = set(said) | {w.lower() for w in said} | set(WORD.findall((tools or "").lower()))
@@ -143,6 +167,8 @@ class CopyRule:
         self.report_run_prefixes = _prefixes(self.report_runs)
         self.report_numbers = set(NUMBER.findall(results))
         self.report_number_prefixes = _prefixes(self.report_numbers)
+        self.report_signed = _signed(results)
+        self.report_signed_prefixes = _prefixes(self.report_signed)
         self.name_heads = {w[:NAME_HEAD] for w in self.names if len(w) >= NAME_HEAD}
         self.name_prefixes = _prefixes(self.names)
         self.name_byte_prefixes = _prefixes([w.encode() for w in self.names])
@@ -173,15 +199,18 @@ class CopyRule:
         if action and self.calls and not self._call_form(text, final):
             return False
         given_final, final = final, final if closed is None else closed
-        prefixes = self.report_number_prefixes if self.reports and not action else self.number_prefixes
+        report = self.reports and not action
+        prefixes = self.report_signed_prefixes if report else self.signed_prefixes
         for m in NUMBER.finditer(text):
-            n, rest = m.group(), text[m.end():]
+            n, rest = _sign(text, m) + m.group(), text[m.end():]
             if not final and (rest == "" or rest == "."):  # still open: "859" or "859." may go on
                 if n + rest in prefixes or self._number(n, action):  # or it ends here
                     continue
                 return False
             if not self._number(n, action):
                 return False
+        if action and self.calls and not _balanced(text.partition("(")[2], final):
+            return False
         if action and self.check_words:
             if any(not c.isalnum() and c not in self.symbols for c in text):
                 return False
@@ -270,9 +299,10 @@ class CopyRule:
         return len(w) >= NAME_HEAD and w[0].isupper() and w[:NAME_HEAD] in self.name_heads
 
     def _number(self, n: str, action: bool) -> bool:
+        """n: a number with its sign ("-42")."""
         if self.reports and not action:  # a report's numbers are the results'
-            return n in self.report_numbers
-        return n in self.numbers or (action and len(n) == 1)
+            return n in self.report_signed
+        return n in self.signed or (action and len(n.lstrip("-")) == 1)
 
 
 class CopyChecker:

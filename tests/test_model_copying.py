@@ -37,13 +37,32 @@ def test_numbers():
         assert not rule.allows("calc(597000000", action)              # one 0 too many
         assert not rule.allows("calc(5970000 + 1)", action)           # closed, not copied
         assert rule.allows("The answer is 859.", action)              # 859. may still become 859.23
-        assert rule.allows("The answer is 42.", action, final=True)   # a sentence's period
+        assert rule.allows("The answer is -42.", action, final=True)  # a sentence's period
+        assert not rule.allows("The answer is 42.", action, final=True)  # the sign goes with the copy
+        assert not rule.allows("calc(-59700000 + 74328900)", action, final=True)
         assert not rule.allows("The answer is 859.2", action, final=True)
         assert rule.allows("no numbers at all", action, final=True)
     # one digit: an action may write it ("cubed" -> ** 3), an answer may not
-    assert rule.allows("calc(42 ** 3)", True, final=True)
+    assert rule.allows("calc(-42 ** 3)", True, final=True)
     assert not rule.allows("It is 3.", False, final=True)
     assert not rule.allows("It is 3", False)  # open, and no copied number starts with 3
+
+
+def test_signs_and_brackets_of_an_action():
+    """A minus right before a number is part of its copy ("-161.47"), a minus between two numbers is
+    not ("5 - 3", "5-3"); an action's brackets balance."""
+    rule = CopyRule("-161.47 plus 33, all times 833 = ? And 10659310 / 5-3", "calc(expression): + - * / ( )",
+                    calls=["calc"])
+    assert rule.allows("calc((-161.47 + 33) * 833)", True, final=True)
+    assert rule.allows("calc(10659310 / 5 - 3)", True, final=True) and rule.allows("calc(833 * -1)", True, final=True)
+    for text in ("calc((161.47 + 33) * 833)", "calc(-10659310 / 5)", "calc(-33 * 833)"):
+        assert not rule.allows(text, True, final=True), text
+    assert rule.allows("calc((833 + 33)", True)                        # still open
+    assert rule.allows("calc(833 + 33)", True)                         # the action's own bracket
+    assert not rule.allows("calc(833 + 33) * 5)", True)                # ... after which nothing
+    assert rule.allows("calc((833 + 33) * 5)", True, final=True)
+    assert not rule.allows("calc((833 + 33)", True, final=True)        # unclosed
+    assert not rule.allows("calc(833 + 33))", True, final=True)
 
 
 def test_words_and_characters_of_an_action():
