@@ -14,11 +14,13 @@ little else (reporting.py). So a chat turn is decoded under these rules, on top 
 grammar (grammar.py):
 
     where            what                           must be
-    action, answer   a number (digits, maybe .dd)   a number of the conversation (actions: or one digit)
+    action, answer   a number (digits, maybe .dd,   a number of the conversation, with its sign
+                     maybe a minus right before)    (actions: or one digit)
     action           a word (letters)               a word of the conversation (as written, or in lower
                                                     case) or of the request's tools (in lower case)
     action           any other character            one that the conversation or the tools contain
-    action           its form                       name(argument), name one of the request's tools
+    action           its form                       name(argument), name one of the request's
+                                                    tools, the argument's brackets balanced
     action           an argument with words         a piece of the tools' text (lower case), then one
                                                     piece of the conversation (starting and ending
                                                     where its words do; compared in lower case)
