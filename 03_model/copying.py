@@ -128,8 +128,7 @@ class CopyRule:
     def __init__(self, context: str, tools: str | None, results: str = "", calls: Iterable[str] | None = None,
                  report: dict | None = None):
         self.numbers = set(NUMBER.findall(context))
-        self.number_prefixes = _prefixes(self.numbers)
-        self.signed = _signed(context)  # and their signs: "-42" as the user or a tool wrote it
+        self.signed = _signed(context)  # with their signs: "-42" as the user or a tool wrote it
         self.signed_prefixes = _prefixes(self.signed)
         self.check_words = tools is not None
         said = WORD.findall(context)
@@ -139,8 +138,8 @@ class CopyRule:
         self.symbols = {c for c in context + (tools or "") if not c.isalnum()} - {"\ufffd"}
         self.calls = set(calls) if calls else None
         self.call_prefixes = _prefixes([f"{n}(" for n in self.calls or ()])
-        # one span: an argument with words is a piece of the tools' text (lower case), then a piece
-        # of the conversation's text (compared in lower case)
+        # an argument with words is a piece of the tools' text (lower case), then a piece of the
+        # conversation's text (compared in lower case): _one_span
         self.tools_said = (tools or "").lower()
         self.said = context.lower()
         # copies go on: in an answer, a word of a result is followed by the word that follows it there
@@ -167,8 +166,6 @@ class CopyRule:
         self.report_starts = set(report["starts"] if self.reports else ())
         self.report_ends = set(report["ends"] if self.reports else ())
         self.report_run_prefixes = _prefixes(self.report_runs)
-        self.report_numbers = set(NUMBER.findall(results))
-        self.report_number_prefixes = _prefixes(self.report_numbers)
         self.report_signed = _signed(results)
         self.report_signed_prefixes = _prefixes(self.report_signed)
         self.name_heads = {w[:NAME_HEAD] for w in self.names if len(w) >= NAME_HEAD}
@@ -244,8 +241,8 @@ class CopyRule:
                 return False
             if self.reports and w not in (self.report_word_prefixes if last else self.report_words):
                 return False
-            if self.reports and w not in (self.name_prefixes if last else self.names):  # the vocabulary's words
-                # come in its order
+            if self.reports and w not in (self.name_prefixes if last else self.names):
+                # the vocabulary's own words come in its order
                 if i == 0 and not m.start() and not (any(x.startswith(w) for x in self.report_starts) if last
                                                      else w in self.report_starts):
                     return False
@@ -266,8 +263,8 @@ class CopyRule:
         return nexts is None or (not ended and any(b.startswith(after) for b, _ in nexts))
 
     def _one_span(self, text: str, final: bool) -> bool:
-        """Is the argument of `text` (name(argument)) tool words, then one piece of the conversation?
-        An argument without words (an expression) is not checked."""
+        """Is the argument of `text` (name(argument)) a piece of the tools' text, then one piece of the
+        conversation? An argument without words (an expression) is not checked."""
         arg = text.partition("(")[2]
         if final:
             return self._piece(arg[:-1], True)

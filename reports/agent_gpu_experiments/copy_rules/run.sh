@@ -1,30 +1,6 @@
 # usage, on the GPU machine from the repo root ($OUT: where results go; .whl/ holds the wheels):
 #   bash reports/agent_gpu_experiments/copy_rules/run.sh SEED TESTS(0|1) EVALS("on off")
-# the gpu-preset pipeline for one seed, evaluated on the GPU server with and without the copy rules
-set -o pipefail
-. reports/agent_gpu_experiments/copy_rules/setup.sh
-export LLM_STACK_CACHE=$PWD/scratch/cache
-SEED=$1; TESTS=$2; EVALS=${3:-"on off"}
-rm -rf runs/*
-T0=$(date +%s)
-( sleep 575; cd $OUT && tar czf partial.tgz --exclude=partial.tgz . 2>/dev/null ) & WD=$!
-if [ "$TESTS" = 1 ]; then
-  TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_model_copying.py tests/test_model_grammar.py \
-      tests/test_model_engine.py > $OUT/gpu_tests.log 2>&1; echo "tests rc=$? $(( $(date +%s) - T0 ))s" | tee -a $OUT/gpu_tests.log
-fi
-tag=g$SEED; L=$OUT/pipeline_$tag.log
-python3 -m train.prepare --run $tag --data shakespeare 00c_agent_sft/data/train.jsonl > $L 2>&1 &&
-python3 -m train.pretrain --run $tag --preset gpu --train.seed=$SEED --report $OUT/pretrain_$tag.json >> $L 2>&1 &&
-python3 -m sft.train --run $tag --preset gpu --seed=$SEED --report $OUT/sft_$tag.json >> $L 2>&1 &&
-python3 -m agent_sft.train --run $tag --preset gpu --seed=$SEED --report $OUT/sft_$tag.json >> $L 2>&1
-echo "train rc=$? $(( $(date +%s) - T0 ))s" | tee -a $L
-for e in $EVALS; do
-  mkdir -p $OUT/eval_${tag}_$e
-  flag=""; [ $e = off ] && flag="--no-copy-rules"
-  python3 -m agent_sft.eval --checkpoint runs/$tag/agent --out-dir $OUT/eval_${tag}_$e --workers 32 --device cuda $flag > $OUT/eval_${tag}_$e/stdout.log 2>&1
-  echo "eval $e rc=$? $(( $(date +%s) - T0 ))s" | tee -a $L
-  sed -n '/^| category/,/^$/p' $OUT/eval_${tag}_$e/agent_eval.md
-done
-grep -Pv '\d+/\d+ \[[0-9:<?]+' $L > $L.clean; mv $L.clean $L
-kill $WD 2>/dev/null
-cd $OUT && rm -f partial.tgz && tar czf /tmp/results.tgz . && find . -mindepth 1 -delete && mv /tmp/results.tgz .
+# the gpu-preset pipeline for one seed, evaluated on the GPU server with and without the copy rules:
+# report_rules/run.sh (the same script, which also knows "prev"); the results here came from it
+# when it still lived here (git log -- reports/agent_gpu_experiments/copy_rules/run.sh)
+exec bash reports/agent_gpu_experiments/report_rules/run.sh "$1" "$2" "${3:-on off}"
