@@ -3,7 +3,7 @@
     python -m agent_sft.vocabulary --checkpoint runs/default/agent [--traces 00c_agent_sft/data]
 
 agent_sft.train stores it when it trains; this is for checkpoints trained before it did. The
-vocabulary (model.copying.report_vocabulary) is what the training traces' answers after tool results
+vocabulary (model.reporting.report_vocabulary) is what the training traces' answers after tool results
 write besides the results: the server holds such answers to it (03_model/README.md, copy rules).
 """
 from __future__ import annotations

@@ -337,7 +337,8 @@ def relations(kb_path: str | os.PathLike | None = None) -> list[str]:
     for k in kb:
         parts = k.split(" of ")
         for i in range(1, len(parts)):
-            heads[" of ".join(parts[:i])] = heads.get(" of ".join(parts[:i]), 0) + 1
+            head = " of ".join(parts[:i])
+            heads[head] = heads.get(head, 0) + 1
     return sorted(h for h, n in heads.items() if " of " not in h or n >= SHARED_RELATION)
 
 

@@ -139,7 +139,7 @@ class CopyRule:
         self.calls = set(calls) if calls else None
         self.call_prefixes = _prefixes([f"{n}(" for n in self.calls or ()])
         # an argument with words is a piece of the tools' text (lower case), then a piece of the
-        # conversation's text (compared in lower case): _one_span
+        # conversation's text (compared in lower case): _one_piece
         self.tools_said = (tools or "").lower()
         self.said = context.lower()
         # copies go on: in an answer, a word of a result is followed by the word that follows it there
@@ -218,7 +218,7 @@ class CopyRule:
                 ok = w in self.word_prefixes if (not final and m.end() == len(text)) else w in self.words
                 if not ok:
                     return False
-            if self.calls and not self._one_span(text, final):
+            if self.calls and not self._one_piece(text, final):
                 return False
         if not action and (self.names or self.reports):
             return self._report(text, final, not given_final)
@@ -237,11 +237,12 @@ class CopyRule:
         words = list(WORD.finditer(text))
         for i, m in enumerate(words):
             w, last = m.group(), not final and m.end() == len(text)
-            if self._name(w) and w not in (self.name_prefixes if last else self.names):
+            result_word = w in (self.name_prefixes if last else self.names)  # (on the way to) one
+            if self._name(w) and not result_word:
                 return False
             if self.reports and w not in (self.report_word_prefixes if last else self.report_words):
                 return False
-            if self.reports and w not in (self.name_prefixes if last else self.names):
+            if self.reports and not result_word:
                 # the vocabulary's own words come in its order
                 if i == 0 and not m.start() and not (any(x.startswith(w) for x in self.report_starts) if last
                                                      else w in self.report_starts):
@@ -262,7 +263,7 @@ class CopyRule:
         after = text[words[-1].end():] if words else ""
         return nexts is None or (not ended and any(b.startswith(after) for b, _ in nexts))
 
-    def _one_span(self, text: str, final: bool) -> bool:
+    def _one_piece(self, text: str, final: bool) -> bool:
         """Is the argument of `text` (name(argument)) a piece of the tools' text, then one piece of the
         conversation? An argument without words (an expression) is not checked."""
         arg = text.partition("(")[2]

@@ -30,8 +30,8 @@ def report_vocabulary(conversations: Iterable[dict]) -> dict:
     """How answers after tool results go around what the results hold, over training conversations
     (OpenAI messages): {"words": their other words, "runs": their runs of other characters (see
     runs_of), "starts" and "ends": such words they start or end with, "pairs": two such words in a
-    row, as written ("Sorry, I")}. A checkpoint stores it (meta.json data.report_vocabulary); the server holds such
-    answers to it."""
+    row, as written ("Sorry, I")}. A checkpoint stores it (meta.json data.report_vocabulary); the
+    server holds such answers to it."""
     words, runs, starts, ends, pairs = set(), set(), set(), set(), set()
     for conv in conversations:
         results: list[str] = []
@@ -42,7 +42,7 @@ def report_vocabulary(conversations: Iterable[dict]) -> dict:
                 results.append(str(m.get("content") or ""))
             elif m.get("role") == "assistant" and m.get("content") and results:
                 text, said = m["content"], set(WORD.findall("\n".join(results)))
-                seq = [w for w in WORD.finditer(text)]
+                seq = list(WORD.finditer(text))
                 own = [w.group() not in said for w in seq]
                 words |= {w.group() for w, o in zip(seq, own) if o}
                 starts |= {w.group() for w, o in zip(seq, own) if o and w.start() == 0}
@@ -56,7 +56,8 @@ def report_vocabulary(conversations: Iterable[dict]) -> dict:
 def checkpoint_report(meta: dict) -> dict | None:
     """A checkpoint's report vocabulary (meta.json data.report_vocabulary), None if it has none;
     ValueError if it is malformed."""
-    report = (meta.get("data") or {}).get("report_vocabulary") if isinstance(meta.get("data"), dict) else None
+    data = meta.get("data")
+    report = data.get("report_vocabulary") if isinstance(data, dict) else None
     if report is None:
         return None
     lists = ("words", "runs", "starts", "ends", "pairs")

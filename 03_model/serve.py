@@ -20,9 +20,9 @@ from transformer.checkpoint import CheckpointError, load_checkpoint
 from transformer.tokenizer import Tokenizer, TokenizerError
 
 from .api import create_app
-from .reporting import checkpoint_report
 from .decode import pick_device
 from .engine import Engine
+from .reporting import checkpoint_report
 
 
 def tokenizer_dir(checkpoint: Path, meta: dict, flag: str | None) -> Path:
