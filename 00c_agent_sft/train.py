@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from model.reporting import report_vocabulary
+from model.reporting import answer_shapes
 from sft.data import load_conversations, split
 from sft.train import run_stage
 
@@ -56,8 +56,8 @@ def agent_data(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict]:
     chat_train, chat_val = (chat_mix(x) for x in split(load_conversations()))
     meta = {"traces": str(traces), "train_traces": len(train), "val_traces": len(val),
             "chat_train": len(chat_train) * args.chat_repeat, "chat_val": len(chat_val),
-            # the words around tool results the model learns to write; the server holds answers to them
-            "report_vocabulary": report_vocabulary(train)}
+            # how the answers it learns report tool results; the server holds answers to these shapes
+            "answer_shapes": answer_shapes(train)}
     return train + chat_train * args.chat_repeat, val + chat_val, meta
 
 

@@ -88,7 +88,7 @@ async def parse(http: HTTPRequest, cls: type[BaseModel]):
 
 
 def create_app(engine: Engine, tok, model_name: str, max_body_bytes: int = 1 << 20,
-               warmup: bool = False, report: dict | None = None) -> FastAPI:
+               warmup: bool = False, answer_shapes: dict | None = None) -> FastAPI:
     special = tok.special_tokens
     chat_stops = {special[s] for s in CHAT_STOP_TOKENS if s in special}
     text_stops = {special["<|endoftext|>"]} if "<|endoftext|>" in special else set()
@@ -122,7 +122,7 @@ def create_app(engine: Engine, tok, model_name: str, max_body_bytes: int = 1 << 
         return JSONResponse(APIError(500, f"internal error: {e}", "server_error").body(), 500)
 
     def copy_rule(prompt: list[int], messages: list[dict], tools: list[dict] | None) -> CopyRule | None:
-        return chat_rule(tok, prompt, messages, tools, report) if engine.copy_rules else None
+        return chat_rule(tok, prompt, messages, tools, answer_shapes) if engine.copy_rules else None
 
     def submit(prompt: list[int], body: Sampling, chat: bool, param: str, copy: CopyRule | None = None) -> Request:
         if not prompt:

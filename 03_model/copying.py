@@ -9,8 +9,9 @@ user's or a tool's (a tool name, or a relation the lookup tool's description nam
 character of an action (brackets, operators, quotes) was written by someone; a lookup's argument is
 a piece of its description ("capital of ") and then one piece of what the user wrote ("Japan"); an
 answer after a tool result that names something copies the name ("Antananarivo." after
-`Antananarivo`, never "Antanarivo."; the small model writes both) to the result's end, and says
-little else (reporting.py). So a chat turn is decoded under these rules, on top of the protocol's
+`Antananarivo`, never "Antanarivo."; the small model writes both) to the result's end, and has one
+of a few shapes around the last result, by its tool and kind ("Paris." after a lookup, "The answer
+is 6912." after calc, "Sorry, I don't know that." after a miss: reporting.py). So a chat turn is decoded under these rules, on top of the protocol's
 grammar (grammar.py):
 
     where            what                           must be
@@ -23,14 +24,18 @@ grammar (grammar.py):
                                                     tools, the argument's brackets balanced
     action           an argument with words         a piece of the tools' text (lower case), then one
                                                     piece of the conversation (starting and ending
-                                                    where its words do; compared in lower case)
+                                                    where its words do; compared in lower case) that
+                                                    neither starts with the word the first piece
+                                                    ends with ("of of") nor holds its words again,
+                                                    and does not end inside a name (before a
+                                                    capitalized word, "of" or "the")
     answer           a name: a capitalized word     one of those words
                      that starts (3 letters) like
                      a word of this turn's tool results
     answer after     a copy of a result             goes on exactly to the result's end
-    tool results     (with a report vocabulary)     numbers: the results'; other words, runs of other
-                                                    characters, first and last words, word pairs:
-                                                    the vocabulary's
+    tool results     (with answer shapes)           one of the answers the shapes make of the last
+                                                    result and its tool (the rules above then hold
+                                                    by themselves)
     action, answer   bytes that are not UTF-8       never
 
 A rule checks text, not tokens: a number may be tokenized differently when it is copied. While a
@@ -46,9 +51,10 @@ from typing import Any, Iterable
 
 import torch
 
-from .reporting import RUN, WORD, marked_run, runs_of
+from .reporting import last_result, shaped_answers
 
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
+WORD = re.compile(r"[^\W\d_]+")
 CANDIDATES = 64  # tokens tried, most likely first, when the pick breaks a rule
 
 
@@ -96,16 +102,20 @@ def tools_text(tools: list[dict[str, Any]] | None) -> str:
     return "\n".join(out)
 
 
+# a copied piece does not end where a name goes on: before a capitalized word ("In the Hall of the
+# Mountain" + " King") or before "of" or "the" ("A Brief History" + " of Time")
+NAME_GOES_ON = r"(?! [A-Z]| (?:of|the)\b)"
 NAME_HEAD = 3  # letters that make a capitalized word of an answer "start like" a word of a result
 
 
 def chat_rule(tok, prompt: list[int], messages: list[dict], tools: list[dict] | None,
-              report: dict | None = None) -> "CopyRule":
+              shapes: dict | None = None) -> "CopyRule":
     """A chat request's rule: the prompt's text (its special tokens left out), the tools' text
-    (None without tools), and what the tools returned since the last user message."""
+    (None without tools), what the tools returned since the last user message and, with the
+    checkpoint's answer shapes (reporting.py), the answers they allow after the last of it."""
     specials = set(tok.special_tokens.values())
     last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
-    results = "\n".join(str(m.get("content") or "") for m in messages[last_user + 1:] if m.get("role") == "tool")
+    results = [str(m.get("content") or "") for m in messages[last_user + 1:] if m.get("role") == "tool"]
     pieces, run = [], []  # the texts between special tokens, kept apart (words must not run together)
     for t in prompt + [-1]:
         if t in specials or t == -1:
@@ -115,7 +125,10 @@ def chat_rule(tok, prompt: list[int], messages: list[dict], tools: list[dict] | 
             run.append(t)
     names = {t["function"]["name"] for t in tools or [] if isinstance(t, dict) and isinstance(t.get("function"), dict)
              and isinstance(t["function"].get("name"), str)}
-    return CopyRule("\n".join(p for p in pieces if p), tools_text(tools) if tools else None, results, names, report)
+    last = last_result(messages)
+    answers = shaped_answers(shapes, *last) if shapes and last else None
+    return CopyRule("\n".join(p for p in pieces if p), tools_text(tools) if tools else None, "\n".join(results), names,
+                    answers)
 
 
 class CopyRule:
@@ -123,10 +136,10 @@ class CopyRule:
     wrote, and earlier assistant text); tools: the text of the request's tools (tools_text), or None
     to leave an action's words and characters unchecked (a request without tools); results: what
     the tools returned since the last user message; calls: the names an action may call (None: any
-    form)."""
+    form); answers: the only answers allowed (shaped_answers), or None."""
 
     def __init__(self, context: str, tools: str | None, results: str = "", calls: Iterable[str] | None = None,
-                 report: dict | None = None):
+                 answers: Iterable[str] | None = None):
         self.numbers = set(NUMBER.findall(context))
         self.signed = _signed(context)  # with their signs: "-42" as the user or a tool wrote it
         self.signed_prefixes = _prefixes(self.signed)
@@ -141,7 +154,7 @@ class CopyRule:
         # an argument with words is a piece of the tools' text (lower case), then a piece of the
         # conversation's text (compared in lower case): _one_piece
         self.tools_said = (tools or "").lower()
-        self.said = context.lower()
+        self.said, self.context = context.lower(), context
         # copies go on: in an answer, a word of a result is followed by the word that follows it there
         # (or by anything, where it ends a result)
         self.follows: dict[str, set[tuple[str, str]] | None] = {}  # word -> {(text between, next word)}
@@ -154,20 +167,8 @@ class CopyRule:
                 elif self.follows.get(w, set()) is not None:
                     self.follows.setdefault(w, set()).add((line[m.end():nxt.start()], nxt.group()))
         self.names = set(WORD.findall(results))
-        # a report (report_vocabulary): an answer after results writes their words and characters, or
-        # the vocabulary's
-        self.reports = report is not None and bool(results.strip())
-        self.report_words = self.names | set(report["words"] if self.reports else ())
-        self.report_word_prefixes = _prefixes(self.report_words)
-        self.report_byte_prefixes = _prefixes([w.encode() for w in self.report_words])
-        self.report_runs = set().union(*map(runs_of, results.split("\n"))) | set(report["runs"] if self.reports else ())
-        self.report_pairs = set(report["pairs"] if self.reports else ())
-        self.report_pair_prefixes = _prefixes(self.report_pairs)
-        self.report_starts = set(report["starts"] if self.reports else ())
-        self.report_ends = set(report["ends"] if self.reports else ())
-        self.report_run_prefixes = _prefixes(self.report_runs)
-        self.report_signed = _signed(results)
-        self.report_signed_prefixes = _prefixes(self.report_signed)
+        self.answers = {x.encode() for x in answers} if answers else None
+        self.answer_prefixes = _prefixes(self.answers or ())
         self.name_heads = {w[:NAME_HEAD] for w in self.names if len(w) >= NAME_HEAD}
         self.name_prefixes = _prefixes(self.names)
         self.name_byte_prefixes = _prefixes([w.encode() for w in self.names])
@@ -175,6 +176,8 @@ class CopyRule:
     def allows_bytes(self, data: bytes, action: bool, final: bool = False) -> bool:
         """allows() for the UTF-8 bytes of the tokens so far. A character cut at the end (a token may
         hold part of one) ends any number; in an action it must continue an allowed word."""
+        if self.answers is not None and not action:
+            return data in (self.answers if final else self.answer_prefixes)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         text = decoder.decode(data, final=final)
         cut = decoder.getstate()[0]
@@ -182,7 +185,7 @@ class CopyRule:
             return self.allows(text, action, final)
         word = re.search(r"[^\W\d_]*$", text).group()
         checked = ([self.word_byte_prefixes] if action and self.check_words else [] if action else
-                   [self.name_byte_prefixes] * self._name(word) + [self.report_byte_prefixes] * self.reports)
+                   [self.name_byte_prefixes] * self._name(word))
         if checked:  # the cut character goes on a checked word: the bytes must too
             if any(word.encode() + cut not in c for c in checked):
                 return False
@@ -195,15 +198,15 @@ class CopyRule:
         goes on past its end (default: final)."""
         if "\ufffd" in text:  # bytes that are no UTF-8: nobody wrote them
             return False
+        if self.answers is not None and not action:
+            return text.encode() in (self.answers if final else self.answer_prefixes)
         if action and self.calls and not self._call_form(text, final):
             return False
         given_final, final = final, final if closed is None else closed
-        report = self.reports and not action
-        prefixes = self.report_signed_prefixes if report else self.signed_prefixes
         for m in NUMBER.finditer(text):
             n, rest = _sign(text, m) + m.group(), text[m.end():]
             if not final and (rest == "" or rest == "."):  # still open: "859" or "859." may go on
-                if n + rest in prefixes or self._number(n, action):  # or it ends here
+                if n + rest in self.signed_prefixes or self._number(n, action):  # or it ends here
                     continue
                 return False
             if not self._number(n, action):
@@ -220,48 +223,25 @@ class CopyRule:
                     return False
             if self.calls and not self._one_piece(text, final):
                 return False
-        if not action and (self.names or self.reports):
-            return self._report(text, final, not given_final)
+        if not action and self.names:
+            return self._copies(text, final, not given_final)
         return True
 
-    def _report(self, text: str, final: bool, open_end: bool) -> bool:
-        """An answer after tool results: names are copied, a copy goes on to its result's end, and
-        with a report vocabulary every word and character is the results' or the vocabulary's."""
-        if self.reports:
-            for m in RUN.finditer(text):
-                if open_end and m.end() == len(text):  # it may go on, or end the answer
-                    if ("^" if m.start() == 0 else "") + m.group() not in self.report_run_prefixes:
-                        return False
-                elif marked_run(m, text) not in self.report_runs:
-                    return False
+    def _copies(self, text: str, final: bool, open_end: bool) -> bool:
+        """An answer after tool results: names are copied, and a copy goes on to its result's end."""
         words = list(WORD.finditer(text))
         for i, m in enumerate(words):
             w, last = m.group(), not final and m.end() == len(text)
-            result_word = w in (self.name_prefixes if last else self.names)  # (on the way to) one
-            if self._name(w) and not result_word:
+            if self._name(w) and w not in (self.name_prefixes if last else self.names):
                 return False
-            if self.reports and w not in (self.report_word_prefixes if last else self.report_words):
-                return False
-            if self.reports and not result_word:
-                # the vocabulary's own words come in its order
-                if i == 0 and not m.start() and not (any(x.startswith(w) for x in self.report_starts) if last
-                                                     else w in self.report_starts):
-                    return False
-                if i and words[i - 1].group() not in self.names:
-                    pair = text[words[i - 1].start():m.end()]
-                    if pair not in (self.report_pair_prefixes if last else self.report_pairs):
-                        return False
             nexts = self.follows.get(words[i - 1].group()) if i else None
             between = text[words[i - 1].end():m.start()] if i else ""
             if nexts is not None and not any(b == between and (n.startswith(w) if last else n == w) for b, n in nexts):
                 return False
-        ended = not open_end  # (final may only say that a cut character follows)
-        if self.reports and ended and words and words[-1].group() not in self.names | self.report_ends:
-            return False  # the vocabulary's words end an answer where its answers end
         # a copy does not stop inside its result: what follows its last word is on the way to the next
         nexts = self.follows.get(words[-1].group()) if words else None
         after = text[words[-1].end():] if words else ""
-        return nexts is None or (not ended and any(b.startswith(after) for b, _ in nexts))
+        return nexts is None or (open_end and any(b.startswith(after) for b, _ in nexts))
 
     def _one_piece(self, text: str, final: bool) -> bool:
         """Is the argument of `text` (name(argument)) a piece of the tools' text, then one piece of the
@@ -282,10 +262,22 @@ class CopyRule:
             if not rest:
                 return not final  # the copied piece has not started yet
             # the copied piece starts where a word or number of the conversation does (and, when
-            # final, ends where one does)
-            if rest[0].isalnum() and re.search(r"(?<!\w)" + re.escape(rest) + (r"(?!\w)" if final else ""), self.said):
+            # final, ends where one does, but not inside a name: NAME_GOES_ON)
+            if rest[0].isalnum() and (re.search(r"(?<!\w)(?i:" + re.escape(rest) + ")(?!\\w)" + NAME_GOES_ON, self.context)
+                                      if final else re.search(r"(?<!\w)" + re.escape(rest), self.said)) \
+                    and self._seam(head, rest, final):
                 return True
         return False
+
+    @staticmethod
+    def _seam(head: str, rest: str, final: bool) -> bool:
+        """Where the two pieces meet, the copied one neither repeats the word the tools' piece ends
+        with ("atomic number of of zinc") nor holds its words again ("year of the year of the")."""
+        said = head.split()
+        first = re.match(r"\w+(?=\W)" + ("|\\w+$" if final else ""), rest)
+        if said and first and first.group() == said[-1]:
+            return False
+        return len(said) < 2 or not re.search(r"(?<!\w)" + re.escape(" ".join(said)) + (r"(?!\w)" if final else r"(?=\W)"), rest)
 
     def _call_form(self, text: str, final: bool) -> bool:
         """`name(` + argument + `)` (what transformer.chat.parse_action reads), name a tool's."""
@@ -300,8 +292,6 @@ class CopyRule:
 
     def _number(self, n: str, action: bool) -> bool:
         """n: a number with its sign ("-42")."""
-        if self.reports and not action:  # a report's numbers are the results'
-            return n in self.report_signed
         return n in self.signed or (action and len(n.lstrip("-")) == 1)
 
 

@@ -1,67 +1,115 @@
-"""A checkpoint's report vocabulary: how the answers it was trained on go around tool results.
+"""A checkpoint's answer shapes: how the answers it was trained on report a tool result.
 
-After a tool result, the traces' answers copy the result and say little else: "Paris.", "The answer
-is 6912.", "Sorry, I don't know that.". report_vocabulary() collects, over the training
-conversations, what those answers write besides the results: their other words, the runs of other
-characters, the words they start and end with and two such words in a row. agent_sft.train stores it
-in the checkpoint's meta.json (data.report_vocabulary), and copying.CopyRule holds the answers of a
-chat turn with tool results to it.
+After tool results, the traces' answers copy the last result and say little else, and what they say
+depends on the tool and on what kind of result it was:
+
+    tool    result                       answers                       shapes
+    lookup  "Paris"                      "Paris."                      ["", "."]
+    calc    "6912"                       "The answer is 6912."         ["The answer is ", "."]
+    lookup  "not found: capital of x"    "Sorry, I don't know that."   ["Sorry, I don't know that."]
+    calc    "error: division by zero"    "You can't divide by zero."   ["You can't divide by zero."]
+
+A shape is [before, after] (the answer is before + the result + after) or [text] (the answer says
+no result). A result's kind: a value (""), or one with a label ("not found: ", "error: "). Where
+the training answers all messages of a label alike ("not found: ..."), the label is the kind;
+otherwise each message is a kind of its own ("error: division by zero"). A kind the training never
+answered (an error message it never saw) gets the tool's shapes that copy nothing.
+
+answer_shapes() reads them from the training conversations, agent_sft.train stores them in the
+checkpoint's meta.json (data.answer_shapes), and the server holds the answers after tool results to
+shaped_answers(): the few answers that the shapes make of the last result (copying.py).
 """
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from typing import Iterable, Iterator
 
-WORD = re.compile(r"[^\W\d_]+")
-RUN = re.compile(r"[\W_]+")
+LABEL = re.compile(r"[a-z]+(?: [a-z]+)*: ")  # "not found: ", "error: "
+MAX_SHAPES = 32  # more distinct shapes than this: the answers say more than a few things; store none
 
-
-def runs_of(text: str) -> set[str]:
-    """The runs of characters that are not letters or digits ("^" marks one that starts the text,
-    "$" one that ends it)."""
-    return {marked_run(m, text) for m in RUN.finditer(text)}
+Shapes = dict[str, dict[str, list[list[str]]]]  # tool -> kind -> shapes
 
 
-def marked_run(m: re.Match, text: str) -> str:
-    return ("^" if m.start() == 0 else "") + m.group() + ("$" if m.end() == len(text) else "")
+def last_result(messages: Iterable[dict]) -> tuple[str, str] | None:
+    """(tool name, result) of the last tool message since the last user message, or None."""
+    names: dict[str, str] = {}  # tool call id -> the name it called
+    last = None
+    for m in messages:
+        if m.get("role") == "user":
+            last = None
+        for call in m.get("tool_calls") or ():
+            if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                names[str(call.get("id"))] = names[""] = str(call["function"].get("name"))
+        if m.get("role") == "tool":
+            last = (names.get(str(m.get("tool_call_id")), names.get("", "")), str(m.get("content") or ""))
+    return last
 
 
-def report_vocabulary(conversations: Iterable[dict]) -> dict:
-    """How answers after tool results go around what the results hold, over training conversations
-    (OpenAI messages): {"words": their other words, "runs": their runs of other characters (see
-    runs_of), "starts" and "ends": such words they start or end with, "pairs": two such words in a
-    row, as written ("Sorry, I")}. A checkpoint stores it (meta.json data.report_vocabulary); the
-    server holds such answers to it."""
-    words, runs, starts, ends, pairs = set(), set(), set(), set(), set()
+def _reported(conv: dict) -> Iterator[tuple[str, str, str]]:
+    """(tool, result, answer) for each answer of a conversation that follows tool results."""
+    messages = conv.get("messages", [])
+    for i, m in enumerate(messages):
+        if m.get("role") == "assistant" and m.get("content") and (last := last_result(messages[:i])):
+            yield *last, m["content"]
+
+
+def _shape(answer: str, result: str) -> list[str]:
+    """[before, after] around the answer's last copy of the result, or [answer] without one."""
+    if result and result in answer:
+        before, _, after = answer.rpartition(result)
+        return [before, after]
+    return [answer]
+
+
+def answer_shapes(conversations: Iterable[dict]) -> Shapes | None:
+    """{tool: {kind: [shape, ...]}} of the answers after tool results in training conversations
+    (OpenAI messages), each answer shaped around the last result before it; None if there are more
+    than MAX_SHAPES distinct shapes (answers in free words: no shapes hold them)."""
+    shapes: Shapes = {}
+    labelled: dict[tuple[str, str], dict[str, list[list[str]]]] = {}  # (tool, label) -> message -> shapes
     for conv in conversations:
-        results: list[str] = []
-        for m in conv.get("messages", ()):
-            if m.get("role") == "user":
-                results = []
-            elif m.get("role") == "tool":
-                results.append(str(m.get("content") or ""))
-            elif m.get("role") == "assistant" and m.get("content") and results:
-                text, said = m["content"], set(WORD.findall("\n".join(results)))
-                seq = list(WORD.finditer(text))
-                own = [w.group() not in said for w in seq]
-                words |= {w.group() for w, o in zip(seq, own) if o}
-                starts |= {w.group() for w, o in zip(seq, own) if o and w.start() == 0}
-                ends |= {seq[-1].group()} if seq and own[-1] and not WORD.search(text[seq[-1].end():]) else set()
-                pairs |= {text[a.start():b.end()] for a, b, oa, ob in zip(seq, seq[1:], own, own[1:]) if oa and ob}
-                runs |= runs_of(text) - set().union(*map(runs_of, results))
-    return {"words": sorted(words), "runs": sorted(runs), "starts": sorted(starts), "ends": sorted(ends),
-            "pairs": sorted(pairs)}
-
-
-def checkpoint_report(meta: dict) -> dict | None:
-    """A checkpoint's report vocabulary (meta.json data.report_vocabulary), None if it has none;
-    ValueError if it is malformed."""
-    data = meta.get("data")
-    report = data.get("report_vocabulary") if isinstance(data, dict) else None
-    if report is None:
+        for tool, result, answer in _reported(conv):
+            label = LABEL.match(result)
+            seen = (labelled.setdefault((tool, label.group()), {}).setdefault(result, []) if label
+                    else shapes.setdefault(tool, {}).setdefault("", []))
+            if (shape := _shape(answer, result)) not in seen:
+                seen.append(shape)
+    for (tool, label), messages in labelled.items():
+        answered = [sorted(s) for s in messages.values()]
+        if all(a == answered[0] for a in answered):  # a message with a varying part ("not found: ...")
+            shapes.setdefault(tool, {})[label] = answered[0]
+        else:  # fixed messages, each answered its own way
+            shapes.setdefault(tool, {}).update(messages)
+    if len({tuple(s) for kinds in shapes.values() for ss in kinds.values() for s in ss}) > MAX_SHAPES:
         return None
-    lists = ("words", "runs", "starts", "ends", "pairs")
-    if not (isinstance(report, dict) and all(isinstance(report.get(k), list) and all(isinstance(x, str) for x in report[k])
-                                             for k in lists)):
-        raise ValueError("meta.json data.report_vocabulary must hold lists of strings: " + ", ".join(lists))
-    return report
+    return shapes
+
+
+def shaped_answers(shapes: Shapes, tool: str, result: str) -> list[str] | None:
+    """The answers the shapes allow after `result` of `tool` (the last tool result); None for a
+    tool they do not know."""
+    kinds = shapes.get(tool)
+    if not kinds:
+        return None
+    label = LABEL.match(result)
+    kind = "" if not label else result if result in kinds else label.group()
+    if kind in kinds:
+        return [s[0] if len(s) == 1 else s[0] + result + s[1] for s in kinds[kind]]
+    # a kind never answered in training: say something, copy nothing
+    return sorted({s[0] for ss in kinds.values() for s in ss if len(s) == 1}) or None
+
+
+def checkpoint_shapes(meta: dict) -> Shapes | None:
+    """A checkpoint's answer shapes (meta.json data.answer_shapes), None if it has none; ValueError
+    if they are malformed."""
+    data = meta.get("data")
+    shapes = data.get("answer_shapes") if isinstance(data, dict) else None
+    if shapes is None:
+        return None
+    if not (isinstance(shapes, dict) and all(isinstance(kinds, dict) and all(
+            isinstance(k, str) and isinstance(v, list) and all(
+                isinstance(s, list) and len(s) in (1, 2) and all(isinstance(x, str) for x in s) for s in v)
+            for k, v in kinds.items()) for kinds in shapes.values())):
+        raise ValueError("meta.json data.answer_shapes must map a tool to its result kinds, and a kind to "
+                         "a list of shapes, each a list of one or two strings")
+    return shapes

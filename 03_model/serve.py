@@ -22,7 +22,7 @@ from transformer.tokenizer import Tokenizer, TokenizerError
 from .api import create_app
 from .decode import pick_device
 from .engine import Engine
-from .reporting import checkpoint_report
+from .reporting import checkpoint_shapes
 
 
 def tokenizer_dir(checkpoint: Path, meta: dict, flag: str | None) -> Path:
@@ -55,7 +55,7 @@ def load(checkpoint: str, tokenizer: str | None, device: torch.device):
         raise SystemExit(f"tokenizer {tok_dir} has {tok.vocab_size} tokens but the model only "
                          f"{model.config.vocab_size}: wrong tokenizer for this checkpoint?")
     try:
-        checkpoint_report(meta)
+        checkpoint_shapes(meta)
     except ValueError as e:
         raise SystemExit(f"cannot load checkpoint {path}: {e}") from None
     return model, tok, meta
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
                     cuda_graphs=False if args.no_cuda_graphs else None, step_delay=args.step_delay,
                     grammar=not args.no_grammar, copy_rules=not args.no_copy_rules)
     name = args.model_name or Path(args.checkpoint).resolve().name
-    app = create_app(engine, tok, name, max_body_bytes=args.max_body_bytes, warmup=True, report=checkpoint_report(meta))
+    app = create_app(engine, tok, name, max_body_bytes=args.max_body_bytes, warmup=True, answer_shapes=checkpoint_shapes(meta))
     logging.getLogger("model").info("serving %s (%s, %.1fM params) on %s, pid %d", name, meta.get("stage", "?"),
                                     model.num_params() / 1e6, device, os.getpid())
     Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,

@@ -290,18 +290,20 @@ def test_test_items_spread_evenly_over_heldout_templates(files):
         assert counts and max(counts) - min(counts) <= 2, (kind, uses)
 
 
-def test_a_report_vocabulary_is_added_to_an_older_checkpoint(tmp_path):
-    """agent_sft.vocabulary: meta.json gains data.report_vocabulary and keeps everything else."""
-    from agent_sft.vocabulary import main as vocabulary_main
+def test_answer_shapes_are_added_to_an_older_checkpoint(tmp_path, capsys):
+    """agent_sft.shapes: meta.json gains data.answer_shapes and keeps everything else."""
+    from agent_sft.shapes import main as shapes_main
     ckpt, traces = tmp_path / "agent", tmp_path / "traces"
     ckpt.mkdir(), traces.mkdir()
     (ckpt / "meta.json").write_text(json.dumps({"stage": "agent", "step": 7, "data": {"train_traces": 1}}))
+    call = {"id": "c1", "type": "function", "function": {"name": "calc", "arguments": '{"expression": "2 + 3"}'}}
     (traces / "train.jsonl").write_text(json.dumps({"messages": [
-        {"role": "user", "content": "What is 2 plus 3?"}, {"role": "tool", "content": "5"},
-        {"role": "assistant", "content": "The answer is 5."}]}) + "\n")
-    vocabulary_main(["--checkpoint", str(ckpt), "--traces", str(traces)])
+        {"role": "user", "content": "What is 2 plus 3?"}, {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "5"}, {"role": "assistant", "content": "The answer is 5."}]}) + "\n")
+    shapes_main(["--checkpoint", str(ckpt), "--traces", str(traces)])
+    assert "1 answer shapes for 1 kinds" in capsys.readouterr().out
     meta = json.loads((ckpt / "meta.json").read_text())
     assert meta["step"] == 7 and meta["data"]["train_traces"] == 1
-    assert meta["data"]["report_vocabulary"]["pairs"] == ["The answer", "answer is"]
+    assert meta["data"]["answer_shapes"] == {"calc": {"": [["The answer is ", "."]]}}
     with pytest.raises(SystemExit, match="meta.json is missing"):
-        vocabulary_main(["--checkpoint", str(tmp_path / "none"), "--traces", str(traces)])
+        shapes_main(["--checkpoint", str(tmp_path / "none"), "--traces", str(traces)])

@@ -13,7 +13,7 @@ import torch
 from agent.loop import tool_schemas
 from agent.tools import relations
 from model.copying import NUMBER, WORD, CopyRule, chat_rule, tools_text
-from model.reporting import checkpoint_report, report_vocabulary
+from model.reporting import answer_shapes, checkpoint_shapes, last_result, shaped_answers
 from model.engine import Done, Engine, Request
 from model.responses import CHAT_STOP_TOKENS
 from model.sampling import SamplingParams
@@ -126,51 +126,98 @@ def test_an_argument_is_a_piece_of_the_tools_then_one_of_the_conversation():
     for text in ("lookup(composer of In the Mountain King)",   # words left out
                  "lookup(composer of the Mountain In)",        # in another order
                  "lookup(composer of In the Hall of the Mount)",  # a piece ends where a word does
+                 "lookup(composer of In the Hall of the Mountain)", "lookup(composer of In the Hall)",
+                 "lookup(composer of In)",                     # and not inside a name
                  "lookup(composer of mars moons)", "lookup(Composer of Mars)", "lookup(composer of ?)"):
         assert not rule.allows(text, True, final=True), text
     assert rule.allows("calc(2 ** 3)", True, final=True)  # no words: an expression, not checked
+    # where the pieces meet: the user's piece neither repeats the tools' last word nor their words
+    brief = CopyRule("Who wrote A Brief History of Time?", "lookup(query): It knows: author of ...", calls=["lookup"])
+    assert brief.allows("lookup(author of A Brief History of Time)", True, final=True)
+    assert not brief.allows("lookup(author of A Brief History)", True, final=True)
+    assert brief.allows("lookup(author of A Brief History", True)  # on the way
+    seam = CopyRule("What is the year of the fall of Rome? Is the number of moons of Pago Pago 0?",
+                    "lookup(query): It knows: year of ..., number of moons of ...", calls=["lookup"])
+    for text in ("lookup(year of the fall of Rome)", "lookup(number of moons of Pago Pago)"):
+        assert seam.allows(text, True, final=True), text
+        assert all(seam.allows(text[:cut], True) for cut in range(1, len(text))), text
+    for text in ("lookup(year of the year of the fall)", "lookup(number of moons of of moons of Pago)",
+                 "lookup(year of the year of)", "lookup(year of of the fall of Rome)"):
+        assert not seam.allows(text, True, final=True), text
+    assert not seam.allows("lookup(year of of ", True) and seam.allows("lookup(year of of", True)  # "of..." may go on
 
 
-def test_an_answer_after_results_reports_them():
-    """With a report vocabulary, an answer after tool results is a copy of a result, or the
-    vocabulary's words and runs in its order, with the results' numbers."""
-    report = report_vocabulary([{"messages": [
-        {"role": "user", "content": "q"}, {"role": "tool", "content": "6912"},
-        {"role": "assistant", "content": "The answer is 6912."},
-        {"role": "user", "content": "q"}, {"role": "tool", "content": "not found: x"},
-        {"role": "assistant", "content": "Sorry, I don't know that."},
-        {"role": "user", "content": "q"}, {"role": "tool", "content": "Paris"},
-        {"role": "assistant", "content": "Paris."}]}])
-    assert report == {"words": ["I", "Sorry", "The", "answer", "don", "is", "know", "t", "that"],
-                      "runs": [" ", "'", ", ", ".$"], "starts": ["Sorry", "The"], "ends": ["is", "that"],
-                      "pairs": ["I don", "Sorry, I", "The answer", "answer is", "don't", "know that", "t know"]}
-    rule = CopyRule("What is the founder of Sony? 12", None, "Masaru Ibuka and Akio Morita\n1946", report=report)
-    for text in ("Masaru Ibuka and Akio Morita.", "The answer is 1946.", "Sorry, I don't know that."):
+def _turn(question: str, tool: str, *results: str, answer: str) -> list[dict]:
+    calls = [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": f"c{i}", "type": "function", "function": {"name": tool, "arguments": "{}"}}]} for i in range(len(results))]
+    tools = [{"role": "tool", "tool_call_id": f"c{i}", "content": r} for i, r in enumerate(results)]
+    return [{"role": "user", "content": question}, *[m for pair in zip(calls, tools) for m in pair],
+            {"role": "assistant", "content": answer}]
+
+
+SHAPED = [{"messages": _turn("q", "calc", "6912", answer="The answer is 6912.")
+           + _turn("q", "lookup", "12", "Paris", answer="Paris.")
+           + _turn("q", "lookup", "not found: capital of x", answer="Sorry, I don't know that.")
+           + _turn("q", "lookup", "not found: capital of y", answer="Sorry, I don't know that.")
+           + _turn("q", "calc", "error: division by zero", answer="You can't divide by zero.")
+           + _turn("q", "calc", "error: result too large", answer="Too large.")
+           + [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"}]}]
+
+
+def test_answer_shapes():
+    """The answers after tool results, shaped around the last result and sorted by its tool and
+    kind: a label's messages answered alike are one kind, messages answered apart are kinds of their
+    own."""
+    shapes = answer_shapes(SHAPED)
+    assert shapes == {"calc": {"": [["The answer is ", "."]], "error: division by zero": [["You can't divide by zero."]],
+                               "error: result too large": [["Too large."]]},
+                      "lookup": {"": [["", "."]], "not found: ": [["Sorry, I don't know that."]]}}
+    assert shaped_answers(shapes, "lookup", "Washington, D.C.") == ["Washington, D.C.."]
+    assert shaped_answers(shapes, "calc", "-42") == ["The answer is -42."]
+    assert shaped_answers(shapes, "lookup", "not found: capital of mongolia") == ["Sorry, I don't know that."]
+    assert shaped_answers(shapes, "calc", "error: result too large") == ["Too large."]
+    # an error the training never answered: the tool's answers that copy nothing
+    assert shaped_answers(shapes, "lookup", "error: lookup expects '<relation> of <entity>'") == [
+        "Sorry, I don't know that."]
+    assert shaped_answers(shapes, "calc", "error: unsupported expression") == ["Too large.", "You can't divide by zero."]
+    assert shaped_answers(shapes, "weather", "sunny") is None  # a tool it was not trained with
+    chatty = [{"messages": _turn("q", "calc", str(i), answer=f"Well, {i} is {i} and {i}.")} for i in range(40)]
+    assert answer_shapes(chatty) is None  # answers in free words: too many shapes to hold them to
+
+
+def test_an_answer_after_results_is_one_the_shapes_make():
+    shapes = answer_shapes(SHAPED) | {"": {"": [["", "."], ["The answer is ", "."]]}}
+    rule = CopyRule("What is the founder of Sony? 12", None, "1946\nMasaru Ibuka and Akio Morita",
+                    answers=shaped_answers(shapes, "", "Masaru Ibuka and Akio Morita"))
+    for text in ("Masaru Ibuka and Akio Morita.", "The answer is Masaru Ibuka and Akio Morita."):
         assert rule.allows(text, False, final=True), text
         assert all(rule.allows(text[:cut], False) for cut in range(1, len(text))), text
-    for text in ("Masaru Ibuka.",                    # a copy stops inside its result
-                 "Masaru Ibuka and Claud Morita.",   # or goes on with another word
-                 "Masaru  Ibuka and Akio Morita.",   # or other characters
-                 "The answer is 12.",                # a number that no result holds
-                 "Sorry, know that.", "I don't know that.", "The.",  # the vocabulary's order
-                 "The answer is Konta.", " Akio Morita.", "Akio Morita...."):
+        assert rule.allows_bytes(text.encode(), False, final=True)
+    for text in ("Masaru Ibuka.", "The answer is 1946.", "Sorry, I don't know that.", "The answer is",
+                 "Masaru Ibuka and Akio Morita", " Masaru Ibuka and Akio Morita."):
         assert not rule.allows(text, False, final=True), text
-    accents = CopyRule("the currency of Vietnam?", None, "Vietnamese đồng", report=report)
+    assert not rule.allows("The answer was", False)
+    assert rule.allows("lookup(Sony)", True, final=True)  # actions: their own rules
+    accents = CopyRule("the currency of Vietnam?", None, "Vietnamese đồng", answers=["Vietnamese đồng."])
     copy = "Vietnamese đồng.".encode()  # tokens may cut its characters: every byte prefix is on the way
     assert all(accents.allows_bytes(copy[:cut], False) for cut in range(1, len(copy)))
     assert accents.allows_bytes(copy, False, final=True)
     assert not accents.allows_bytes("Vietnamese đng.".encode(), False, final=True)
-    assert CopyRule("q", None, "", report=report).allows("Anything, at all!", False, final=True)  # no results
-    assert CopyRule("q 12", None, "Paris").allows("Paris is nice, 12.", False, final=True)  # no vocabulary
+    # without shapes: names are copied, and a copy goes on to its result's end
+    rule = CopyRule("q 12", None, "Masaru Ibuka and Akio Morita")
+    assert rule.allows("Masaru Ibuka and Akio Morita, 12 of them!", False, final=True)
+    for text in ("Masaru Ibuka.", "Masaru Ibuka and Claud Morita.", "Masaru  Ibuka and Akio Morita.", "Masaro."):
+        assert not rule.allows(text, False, final=True), text
 
 
-def test_a_checkpoints_report_vocabulary():
-    assert checkpoint_report({"stage": "sft"}) is None
-    good = {"words": ["The"], "runs": [" "], "starts": [], "ends": [], "pairs": []}
-    assert checkpoint_report({"data": {"report_vocabulary": good}}) == good
-    for bad in ([], {"words": "The"}, {**good, "pairs": [1]}):
-        with pytest.raises(ValueError, match="report_vocabulary"):
-            checkpoint_report({"data": {"report_vocabulary": bad}})
+def test_a_checkpoints_answer_shapes():
+    assert checkpoint_shapes({"stage": "sft"}) is None
+    good = {"lookup": {"": [["", "."]], "not found: ": [["Sorry."]]}}
+    assert checkpoint_shapes({"data": {"answer_shapes": good}}) == good
+    for bad in ([], {"": [["", "."]]}, {"calc": {"": ["", "."]}}, {"calc": {"": [["a", "b", "c"]]}},
+                {"calc": {"": [[1]]}}, {"calc": {"": "x"}}):
+        with pytest.raises(ValueError, match="answer_shapes"):
+            checkpoint_shapes({"data": {"answer_shapes": bad}})
 
 
 def test_cut_characters():
@@ -202,21 +249,23 @@ def test_the_tools_name_the_knowledge_base_relations(tmp_path, monkeypatch):
     assert relations(kb) == []
 
 
-def _rule_breaks(path: Path, tools: dict[str, str], limit: int, report: dict | None) -> tuple[int, list]:
+def _rule_breaks(path: Path, tools: dict[str, str], limit: int, shapes: dict | None) -> tuple[int, list]:
     """Check every action and answer of the first `limit` conversations against the rules, with the
-    conversation so far as the context, `tools[its KB]` as the tools' text and `report` as the
-    report vocabulary."""
+    conversation so far as the context, `tools[its KB]` as the tools' text and the answers that
+    `shapes` make of the last tool result."""
     checked, bad = 0, []
     with path.open(encoding="utf-8") as f:
         for line, _ in zip(f, range(limit)):
             d = json.loads(line)
             tool_text, context, results = tools[d.get("kb", "kb")], "", []
-            for m in d["messages"]:
+            for i, m in enumerate(d["messages"]):
                 if m["role"] in ("user", "tool"):
                     context += " " + m["content"]
                     results = [] if m["role"] == "user" else results + [m["content"]]
                     continue
-                rule = CopyRule(context, tool_text, "\n".join(results), calls=("calc", "lookup"), report=report)
+                last = last_result(d["messages"][:i])  # what chat_rule reads
+                answers = shaped_answers(shapes, *last) if shapes and last else None
+                rule = CopyRule(context, tool_text, "\n".join(results), calls=("calc", "lookup"), answers=answers)
                 segments = [(True, f"{c['function']['name']}({next(iter(json.loads(c['function']['arguments']).values()))})")
                             for c in m.get("tool_calls") or []] + [(False, m["content"])] * bool(m.get("content"))
                 for action, text in segments:
@@ -236,10 +285,10 @@ def test_the_training_traces_follow_the_rules(monkeypatch):
         monkeypatch.setenv("KB_PATH", str(kb))
         tools[name] = tools_text(tool_schemas())
     with (DATA / "train.jsonl").open(encoding="utf-8") as f:  # as agent_sft.train stores it
-        report = report_vocabulary(json.loads(line) for line in f)
-    assert {"The", "answer", "Sorry"} <= set(report["words"]) and "Sorry, I" in report["pairs"]
+        shapes = answer_shapes(json.loads(line) for line in f)
+    assert shapes["calc"][""] == [["The answer is ", "."]] and shapes["lookup"][""] == [["", "."]]
     for split, limit in (("train.jsonl", 6000), ("test.jsonl", 10**6)):
-        checked, bad = _rule_breaks(DATA / split, tools, limit, report)
+        checked, bad = _rule_breaks(DATA / split, tools, limit, shapes)
         assert checked > 5000 and bad == [], (split, bad[:5])
 
 
@@ -278,9 +327,10 @@ def test_a_chat_requests_rule(tiny):
     assert {"Paris", "paris", "madagascar", "lookup", "calc"} <= rule.words
     assert not any("|" in w for w in rule.words)  # no special token's spelling
     assert not chat_rule(tok, render_prompt(messages, tok), messages, None).check_words
-    report = {"words": ["The"], "runs": [], "starts": ["The"], "ends": [], "pairs": []}
-    assert chat_rule(tok, render_prompt(messages, tok), messages, tool_schemas(), report).reports
-    assert not chat_rule(tok, render_prompt(messages, tok), messages[:5], tool_schemas(), report).reports  # no results
+    shapes = {"lookup": {"": [["The answer is ", "."]], "not found: ": [["Sorry."]]}}
+    rule = chat_rule(tok, render_prompt(messages, tok), messages, tool_schemas(), shapes)
+    assert rule.answers == {b"The answer is Antananarivo."}  # the last result's answers
+    assert chat_rule(tok, render_prompt(messages, tok), messages[:5], tool_schemas(), shapes).answers is None  # no results
 
 
 def broken(rule: CopyRule, turn: str) -> list[str]:

@@ -255,15 +255,15 @@ def test_sigterm_drains_in_flight_stream_then_exits_0(run):
         s.close()
 
 
-def test_a_malformed_report_vocabulary_is_a_clear_error(run, tmp_path):
-    """meta.json's data.report_vocabulary (agent_sft.train writes it) is checked when the server loads."""
+def test_malformed_answer_shapes_are_a_clear_error(run, tmp_path):
+    """meta.json's data.answer_shapes (agent_sft.train writes them) are checked when the server loads."""
     import shutil
 
     from model.serve import load
     ckpt = tmp_path / "agent"
     shutil.copytree(run[0], ckpt)
     meta = json.loads((ckpt / "meta.json").read_text())
-    meta["data"] = {"report_vocabulary": {"words": "The answer"}}
+    meta["data"] = {"answer_shapes": {"calc": {"": ["The answer is ", "."]}}}
     (ckpt / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(SystemExit, match="report_vocabulary must hold lists of strings"):
+    with pytest.raises(SystemExit, match="answer_shapes must map a tool to its result kinds"):
         load(str(ckpt), None, torch.device("cpu"))

@@ -9,7 +9,7 @@ import torch
 import transformers  # a test dependency (make dev): builds the tiny Hugging Face GPT-2 directories
 
 from agent_sft.generate import build, write
-from model.reporting import checkpoint_report
+from model.reporting import checkpoint_shapes
 from sft.data import load_conversations
 from sft.hf_init import bytes_to_unicode, load_hf_tokenizer, resize_vocab
 from sft.train import main as sft_main
@@ -117,7 +117,8 @@ def test_both_clis_share_the_trainer(run, tmp_path):
     meta = json.loads((run / "t" / "agent" / "meta.json").read_text())
     assert meta["stage"] == "agent" and meta["init"]["checkpoint"].endswith("sft")
     assert meta["data"]["train_traces"] == 150 and meta["data"]["chat_train"] > 0
-    assert checkpoint_report(meta)["starts"]  # what the server holds answers after results to
+    shapes = checkpoint_shapes(meta)  # what the server holds answers after results to
+    assert shapes["calc"][""] == [["The answer is ", "."]] and shapes["lookup"][""] == [["", "."]]
     rep = json.loads(report.read_text())
     assert rep["sft"]["steps"] == rep["agent"]["steps"] == 6 and rep["total_wall_s"] > 0
     assert (tmp_path / "sft_loss_agent_cpu.png").is_file()

@@ -1,8 +1,9 @@
 # usage, on the GPU machine from the repo root ($OUT: where results go; .whl/ holds the wheels):
 #   bash reports/agent_gpu_experiments/report_rules/run.sh SEED TESTS(0|1) EVALS("on prev off")
 # the gpu-preset pipeline for one seed, evaluated on the GPU server: on = the copy rules of this
-# commit; prev = those of 68ce443 (03_model and 02_agent of that commit, unpacked into scratch/prev by
-# `git archive 68ce443 03_model 02_agent | tar x -C scratch/prev`); off = no copy rules
+# commit; prev = those of an earlier commit C (03_model and 02_agent of it, unpacked into scratch/prev
+# by `git archive C 03_model 02_agent | tar x -C scratch/prev`; C was 68ce443 up to the report
+# vocabulary's rounds, 9b59b3a in the answer shapes' round); off = no copy rules
 set -o pipefail
 . reports/agent_gpu_experiments/copy_rules/setup.sh
 export LLM_STACK_CACHE=$PWD/scratch/cache
@@ -27,6 +28,15 @@ for e in $EVALS; do
   mkdir -p $OUT/eval_${tag}_$e
   flag=""; [ $e = off ] && flag="--no-copy-rules"
   path=/tmp/pk:/tmp/site; [ $e = prev ] && path=/tmp/pkprev:/tmp/site
+  if [ $e = prev ] && grep -q "def report_vocabulary" scratch/prev/03_model/reporting.py 2>/dev/null; then
+    # prev rules of 9b59b3a read a report vocabulary from meta.json, which agent_sft.train no longer writes
+    PYTHONPATH=$path python3 -c "
+import json, sys
+from model.reporting import report_vocabulary
+meta = json.load(open(sys.argv[1]))
+meta['data']['report_vocabulary'] = report_vocabulary(json.loads(l) for l in open('00c_agent_sft/data/train.jsonl'))
+json.dump(meta, open(sys.argv[1], 'w'), indent=2)" runs/$tag/agent/meta.json >> $L 2>&1
+  fi
   PYTHONPATH=$path python3 -m agent_sft.eval --checkpoint runs/$tag/agent --out-dir $OUT/eval_${tag}_$e --workers 32 \
       --device cuda $flag > $OUT/eval_${tag}_$e/stdout.log 2>&1
   echo "eval $e rc=$? $(( $(date +%s) - T0 ))s" | tee -a $L
