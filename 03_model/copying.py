@@ -11,8 +11,8 @@ a piece of its description ("capital of ") and then one piece of what the user w
 answer after a tool result that names something copies the name ("Antananarivo." after
 `Antananarivo`, never "Antanarivo."; the small model writes both) to the result's end, and has one
 of a few shapes around the last result, by its tool and kind ("Paris." after a lookup, "The answer
-is 6912." after calc, "Sorry, I don't know that." after a miss: reporting.py). So a chat turn is decoded under these rules, on top of the protocol's
-grammar (grammar.py):
+is 6912." after calc, "Sorry, I don't know that." after a miss: reporting.py). So a chat turn is
+decoded under these rules, on top of the protocol's grammar (grammar.py):
 
     where            what                           must be
     action, answer   a number (digits, maybe .dd,   a number of the conversation, with its sign
