@@ -263,7 +263,7 @@ class CopyRule:
                 return not final  # the copied piece has not started yet
             # the copied piece starts where a word or number of the conversation does (and, when
             # final, ends where one does, but not inside a name: NAME_GOES_ON)
-            if rest[0].isalnum() and (re.search(r"(?<!\w)(?i:" + re.escape(rest) + ")(?!\\w)" + NAME_GOES_ON, self.context)
+            if rest[0].isalnum() and (re.search(r"(?<!\w)(?i:" + re.escape(rest) + r")(?!\w)" + NAME_GOES_ON, self.context)
                                       if final else re.search(r"(?<!\w)" + re.escape(rest), self.said)) \
                     and self._seam(head, rest, final):
                 return True
@@ -274,7 +274,7 @@ class CopyRule:
         """Where the two pieces meet, the copied one neither repeats the word the tools' piece ends
         with ("atomic number of of zinc") nor holds its words again ("year of the year of the")."""
         said = head.split()
-        first = re.match(r"\w+(?=\W)" + ("|\\w+$" if final else ""), rest)
+        first = re.match(r"\w+(?=\W)" + (r"|\w+$" if final else ""), rest)
         if said and first and first.group() == said[-1]:
             return False
         return len(said) < 2 or not re.search(r"(?<!\w)" + re.escape(" ".join(said)) + (r"(?!\w)" if final else r"(?=\W)"), rest)
