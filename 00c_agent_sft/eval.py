@@ -85,13 +85,25 @@ def score_turn(turn: dict, exp: dict) -> tuple[bool, str]:
     return ok, "" if ok else f"answer lacks {exp['answer']!r}" if exp.get("answer") else "wrong answer"
 
 
+def settled(events) -> list[dict]:
+    """The turn's events without the steps that a `restart` voided (their thoughts and answers)."""
+    out: list[dict] = []
+    for e in events:
+        if e["type"] != "restart":
+            out.append(e)
+            continue
+        while out and out[-1]["type"] in ("thought", "answer"):
+            out.pop()
+    return out
+
+
 def run_item(agent: Agent, questions: list[str], expected: list[dict]) -> dict:
     """Talk to the agent turn by turn; the history is the agent's own messages."""
     history: list[dict] = []
     turns = []
     for q, exp in zip(questions, expected):
         history = history + [{"role": "user", "content": q}]
-        events = list(agent.run(history))
+        events = settled(agent.run(history))
         turn = {"question": q, "tools": [e["tool"] for e in events if e["type"] == "action"],
                 "actions": [e["delta"] for e in events if e["type"] == "action"],
                 "observations": [e["delta"] for e in events if e["type"] == "observation"],

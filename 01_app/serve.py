@@ -4,7 +4,8 @@
 
 `POST /chat` takes `{"messages": [{"role": "user"|"assistant", "content": str}, ...]}` (the page
 sends past assistant turns as their final answer text only) and answers with SSE frames
-`data: {"type": "thought"|"action"|"observation"|"answer", "delta": ...}`, then one
+`data: {"type": "thought"|"action"|"observation"|"answer", "delta": ...}` (and `{"type": "restart"}`
+when the context window cut a step off and the agent asks again: the page drops that step), then one
 `done` or `error` frame. Each frame is sent the moment the agent yields it.
 
 Cancellation: when the browser aborts the fetch (Stop button), Starlette notices the

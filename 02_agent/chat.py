@@ -34,6 +34,10 @@ def show_turn(agent: Agent, messages: list[dict], out: TextIO = sys.stdout) -> l
             if kind == "error":
                 out.write(("\n" if last else "") + f"error: {ev['message']}\n")
                 return None
+            if kind == "restart":  # what was printed of this step is void; it is asked again
+                out.write("\n[cut off by the context window: asking again without the oldest exchange]\n")
+                last = None
+                continue
             if kind != last or kind in ("action", "observation"):  # a new line per step
                 out.write(("\n" if last else "") + PREFIX[kind])
             dim = color and kind != "answer"

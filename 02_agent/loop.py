@@ -16,9 +16,13 @@ Events are plain dicts:
     {"type": "answer", "delta": str}
     {"type": "done", "messages": [... the full updated conversation ...], "finish_reason": str}
     {"type": "error", "message": str}
+    {"type": "restart"}  the answer so far is void: the step is asked again (below)
 When the server answers that the conversation does not fit its context window (400,
 `context_length_exceeded`), the turn leaves the oldest exchange out of its requests and asks again,
-until only the current one is left; the returned history keeps everything.
+until only the current one is left; the returned history keeps everything. An answer cut off by the
+window (`finish_reason: "length"`) while older exchanges are still in the request is asked again the
+same way, after a `restart` event: a client drops what it showed of the model's step since the last
+observation.
 `done` or `error` is always the last event; no exception escapes `run`/`arun`. Closing the
 generator early closes the HTTP stream, which is how the server learns to stop generating.
 """
@@ -114,7 +118,7 @@ class _Turn:
             return None
         self.steps += 1
         self.reasoning, self.content, self.calls = [], [], {}
-        self.finish_reason, self.stream_done = None, False
+        self.finish_reason, self.stream_done, self.usage = None, False, None
         system = [m for m in self.messages[:self.skip] if m.get("role") == "system"]
         return {**self.payload, "messages": system + self.messages[self.skip:]}
 
@@ -122,8 +126,17 @@ class _Turn:
         """The server said the conversation does not fit its context window: from now on, leave the
         oldest exchange out of the requests (the history this turn returns keeps it) -> True, so the
         caller asks again; False when only the current exchange is left."""
-        if status != 400 or b"context_length_exceeded" not in body:
+        return status == 400 and b"context_length_exceeded" in body and self._drop_oldest()
+
+    def cut_by_window(self) -> bool:
+        """Did the context window, not max_tokens, end this response? (finish "length" with fewer
+        tokens than max_tokens, by the usage the server reports)"""
+        if self.finish_reason != "length":
             return False
+        budget = self.payload.get("max_tokens")
+        return budget is None or (self.usage or {}).get("completion_tokens", budget) < budget
+
+    def _drop_oldest(self) -> bool:
         users = [i for i, m in enumerate(self.messages) if i >= self.skip and m.get("role") == "user"]
         if len(users) < 2:
             return False
@@ -152,7 +165,9 @@ class _Turn:
         choices = chunk.get("choices")
         if not isinstance(choices, list):
             raise AgentError(f"malformed stream from the model server: no choices in {data[:80]!r}")
-        if not choices:  # e.g. a usage-only chunk
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        if not choices:  # e.g. the usage-only chunk
             return []
         choice = choices[0]
         delta = (choice.get("delta") or {}) if isinstance(choice, dict) else None
@@ -184,6 +199,8 @@ class _Turn:
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if reasoning:
             message["reasoning_content"] = reasoning
+        if not self.calls and self.cut_by_window() and self._drop_oldest():
+            return [{"type": "restart"}]  # ask again with less history
         if not self.calls:  # an answer (finish_reason stop or length): the turn is over
             self.messages.append(message)
             self.finished = True
@@ -232,7 +249,9 @@ class Agent:
         self.base_url, self.max_steps, self.timeout = base_url.rstrip("/"), max_steps, timeout
         self.url = self.base_url + "/chat/completions"
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.payload: dict[str, Any] = {"model": model, "stream": True, "temperature": temperature}
+        # usage tells whether a response that ended at "length" was cut by max_tokens or by the window
+        self.payload: dict[str, Any] = {"model": model, "stream": True, "temperature": temperature,
+                                        "stream_options": {"include_usage": True}}
         if max_tokens is not None:
             self.payload["max_tokens"] = max_tokens
         self.tools = tools

@@ -41,6 +41,7 @@ class Reply:
     code: str | None = None         # the error JSON's "code"
     raw_lines: list[str] = field(default_factory=list)  # sent verbatim (malformed stream tests)
     truncate: bool = False          # stop after the text without finish_reason or [DONE]
+    completion_tokens: int = 0      # reported in a usage chunk when the request asks for one
 
 
 def _tokens(text: str) -> list[str]:
@@ -65,7 +66,7 @@ class FakeOpenAI:
                  "model": "fake", "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
         return f"data: {json.dumps(chunk)}\n\n"
 
-    async def _stream(self, r: Reply):
+    async def _stream(self, r: Reply, usage: bool = False):
         finished = False
         try:
             yield self._chunk({"role": "assistant"})
@@ -86,6 +87,8 @@ class FakeOpenAI:
                 yield self._chunk({}, "tool_calls")
             else:
                 yield self._chunk({}, r.finish_reason)
+            if usage:
+                yield f"data: {json.dumps({'choices': [], 'usage': {'completion_tokens': r.completion_tokens}})}\n\n"
             yield "data: [DONE]\n\n"
             finished = True
             self.completed += 1
@@ -111,7 +114,9 @@ class FakeOpenAI:
                 return JSONResponse({"error": {"message": f"scripted failure {reply.status}",
                                                "type": "server_error", "param": None, "code": reply.code}},
                                     status_code=reply.status)
-            return StreamingResponse(self._stream(reply), media_type="text/event-stream")
+            body = self.requests[-1]
+            usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(self._stream(reply, usage), media_type="text/event-stream")
 
         return app
 

@@ -159,6 +159,29 @@ def test_a_conversation_too_long_for_the_window_drops_its_oldest_exchanges(run_s
     assert events[-1]["type"] == "error"
 
 
+def test_an_answer_cut_off_by_the_window_is_asked_again_with_less_history(run_script):
+    """finish_reason "length" with fewer tokens than max_tokens (the usage says so): the window cut the
+    answer off. The turn says `restart` and asks again without the oldest exchange; the history keeps
+    everything. Cut off by max_tokens, or with nothing older to leave out, the answer stands."""
+    history = [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello!"},
+               {"role": "user", "content": "What is 2 + 2?"}]
+    cut = Reply(thought="I need to compute this.", answer="The answer", finish_reason="length", completion_tokens=9)
+    events, fake = run_script([cut, Reply(answer="The answer is 4.", completion_tokens=6)], messages=history,
+                              max_tokens=128)
+    assert [e["type"] for e in events].count("restart") == 1
+    assert collapse(events) == ["thought", "answer", "restart", "answer", "done"]
+    assert [[m["content"] for m in r["messages"]] for r in fake.requests] == [
+        ["Hi!", "Hello!", "What is 2 + 2?"], ["What is 2 + 2?"]]
+    assert all(r["stream_options"] == {"include_usage": True} for r in fake.requests)
+    assert events[-1]["messages"] == history + [{"role": "assistant", "content": "The answer is 4."}]
+    events, fake = run_script([cut], messages=history, max_tokens=9)  # max_tokens ended it
+    assert "restart" not in collapse(events) and events[-1]["finish_reason"] == "length"
+    events, fake = run_script([cut], messages=history[2:])  # nothing older to leave out
+    assert "restart" not in collapse(events) and events[-1]["messages"][-1]["content"] == "The answer"
+    events, fake = run_script([cut, Reply(answer="4.")], messages=history)  # no max_tokens: only the window
+    assert collapse(events)[-3:] == ["restart", "answer", "done"] and len(fake.requests) == 2
+
+
 def test_connection_refused():
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from agent_sft.eval import TEST_CATEGORIES, evaluate, norm_number, score_turn
+from agent_sft.eval import TEST_CATEGORIES, evaluate, norm_number, score_turn, settled
 from agent_sft.traces import HERE
 from tiny_checkpoint import make_tiny_run
 
@@ -71,3 +71,13 @@ def test_scoring_rules():
     err = {"kind": "error", "answer": "divide by zero", "tools": ["calc"]}
     assert score_turn({"tools": ["calc"], "answer": "You can't divide by zero."}, err)[0]
     assert not score_turn({"tools": ["calc"], "answer": "8 / 0 = 0.", "error": None}, err)[0]
+
+
+def test_a_restarted_step_leaves_no_text_in_the_scored_turn():
+    ev = lambda t, d="": {"type": t, "delta": d}
+    events = [ev("thought", "I should look this up."), ev("action", "lookup(capital of France)"),
+              ev("observation", "Paris"), ev("thought", "x"), ev("answer", "Par"), {"type": "restart"},
+              ev("answer", "Paris."), {"type": "done"}]
+    kept = settled(iter(events))
+    assert [e["type"] for e in kept] == ["thought", "action", "observation", "answer", "done"]
+    assert "".join(e["delta"] for e in kept if e["type"] == "answer") == "Paris."

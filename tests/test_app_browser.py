@@ -93,6 +93,25 @@ def test_streams_a_tool_turn_and_keeps_history(page, stack):
         {"role": "user", "content": "Thanks!"}]
 
 
+def test_a_step_cut_off_by_the_window_is_replaced_on_the_page(page, stack):
+    fake, _ = stack
+    fake.reset([Reply(answer="Hello!")])
+    ask(page, "Hi!")
+    wait_idle(page)
+    # the second turn: a tool step, then an answer the window cuts off, asked again without "Hi!"
+    fake.reset([Reply(thought="I need to compute this.", tool="calc", args={"expression": "2 + 2"}),
+                Reply(thought="Now I know.", answer="The ans", finish_reason="length", completion_tokens=3),
+                Reply(answer="The answer is 4.")])
+    ask(page, "What is 2 + 2?")
+    expect(page.locator(".answer .text").nth(1)).to_have_text("The answer is 4.")
+    wait_idle(page)
+    turn = page.locator(".msg.assistant .bubble").nth(1)
+    assert turn.locator(".step").evaluate_all("s => s.map(x => x.className)") == [
+        "step thought", "step action", "step observation", "step answer"]
+    assert "Now I know." not in turn.text_content() and "The ans" not in turn.text_content().replace("The answer", "")
+    assert [m["content"] for m in fake.requests[-1]["messages"]][0] == "What is 2 + 2?"
+
+
 def test_stop_cancels_generation_on_the_server(page, stack):
     fake, _ = stack
     fake.reset([Reply(answer="this is a very long and slow answer " * 30)], delay=0.1)
