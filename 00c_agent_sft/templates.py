@@ -19,6 +19,14 @@ THOUGHT_CALC = "I need to compute this."
 THOUGHT_CALC_NEXT = "Now I can compute the result."
 THOUGHT_LOOKUP = "I should look this up."
 THOUGHT_LOOKUP_NEXT = "Now I should look up the next fact."
+# a multi-step turn's first thought says what follows the first tool call: the operation is chosen right
+# after the question, where its words are near, and the calc step copies it from the thought
+THOUGHT_PLAN_PAIR = "I should look up both, then {step}."
+THOUGHT_PLAN_LOOKUP = "I should look this up, then {step}."
+THOUGHT_PLAN_CALC = "I need to compute this, then {step}."
+PAIR_STEPS = {"+": "add them", "-": "subtract", "*": "multiply them", "/": "divide"}
+NUMBER_STEPS = {"+": "add {n}", "-": "subtract {n}", "*": "multiply by {n}", "/": "divide by {n}",
+                "-from": "subtract it from {n}"}
 ANSWER_CALC = "The answer is {result}."
 ANSWER_MULTI = "The answer is {result}."
 # a fact is answered with the observation itself: "Paris" after <|observation|> and " Paris" after
@@ -193,6 +201,15 @@ LOOKUP_PAIRS = [
     ("How many moons do {E1} and {E2} have in total?", "number of moons", "{x} + {y}"),
     ("How many years passed between {E1} and {E2}?", "year", "{y} - {x}"),
     ("How many years were there between {E1} and {E2}?", "year", "{y} - {x}"),
+    # more phrasings of the other operations: sums had 7 training phrasings, products 2, and a held-out
+    # "X times Y" was read as a sum (the multi() builder also draws each operation equally often)
+    ("What is the atomic number of {E1} multiplied by the atomic number of {E2}?", "atomic number", "{x} * {y}"),
+    ("Subtract the atomic number of {E2} from the atomic number of {E1}.", "atomic number", "{x} - {y}"),
+    ("What is the product of the numbers of moons of {E1} and {E2}?", "number of moons", "{x} * {y}"),
+    ("Multiply the numbers of moons of {E1} and {E2}.", "number of moons", "{x} * {y}"),
+    ("What is the number of moons of {E1} times the number of moons of {E2}?", "number of moons", "{x} * {y}"),
+    ("What is the number of moons of {E1} minus the number of moons of {E2}?", "number of moons", "{x} - {y}"),
+    ("What is the difference between the numbers of moons of {E1} and {E2}?", "number of moons", "{x} - {y}"),
 ]
 # one lookup, then one calc with a number from the question
 LOOKUP_CALCS = [
@@ -216,6 +233,8 @@ LOOKUP_CALCS = [
     ("What is the number of moons of {E} plus {k}?", "number of moons", "{x} + {k}"),
     ("What is the number of moons of {E} times {k}?", "number of moons", "{x} * {k}"),
     ("Subtract {k} from the number of moons of {E}.", "number of moons", "{x} - {k}"),
+    ("Divide the number of moons of {E} by {k}.", "number of moons", "{x} / {k}"),
+    ("What is the number of moons of {E} divided by {k}?", "number of moons", "{x} / {k}"),
 ]
 
 # ----------------------------------------------------------------------------- misses (absent from the KB)

@@ -34,6 +34,7 @@ ROUND_SHARE = 0.15  # of multi-digit operands: trailing zeros, as people write t
 # of the other operands of 3+ digits: a run of one digit ("5469996"). Runs are what copying gets wrong
 # (the model loses count: 12756555 -> 1275655); random operands hold too few of them
 REPEAT_SHARE = 0.15
+OPERATOR = re.compile(r" [-+*/] ")  # the operation of a multi-step template's expression
 SEVEN = re.compile(r"(?<![\d.])\d{7}(?!\d)")  # an integer of the held-out digit band
 # the eval's added facts (agent_sft.generate.ADDED_FACTS): never in any training text
 FORBIDDEN = ["mongolia", "mascot", "oskar vell", "old mill tower", "novium"]
@@ -43,6 +44,13 @@ N_INVENTED = 6000  # invented facts (agent_sft.invented) for the copying-only lo
 NUMERIC_RELATIONS, N_INVENTED_NUMERIC = ("atomic number", "number of moons", "year"), 300
 # training only: shares of multi-step chains and KB misses built on invented entities (copying, not recall)
 INVENTED_MULTI, INVENTED_MISS = 0.5, 0.3
+
+
+def number_step(expr: str, n: str) -> str:
+    """The step after the first tool call, as a multi-step thought says it: "{x} * {k}", 88 -> "multiply by 88"."""
+    if re.match(r"\{[kc]\} - ", expr):
+        return T.NUMBER_STEPS["-from"].format(n=n)
+    return T.NUMBER_STEPS[OPERATOR.search(expr).group().strip()].format(n=n)
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -179,8 +187,9 @@ class Generator:
         return self.tpl.asked_with_heldout(question, lambda s: self.is_name(s, extra))
 
     # ------------------------------------------------------------------ small pieces
-    def choose_template(self, tpls: list, test: bool, heldout: bool | None):
-        """train/val: never a held-out template; test: held-out only if heldout else seen only (None: any)."""
+    def choose_template(self, tpls: list, test: bool, heldout: bool | None, balance=None):
+        """train/val: never a held-out template; test: held-out only if heldout else seen only (None: any).
+        balance(template) -> a class: train/val draw each class equally often, however many templates it has."""
         def tpl(t):
             return t[0] if isinstance(t, tuple) else t
         pool = [t for t in tpls if not tpl(t).heldout] if not test or heldout is False else \
@@ -188,6 +197,9 @@ class Generator:
         if test and heldout and pool:  # spread the test items evenly over the held-out templates
             fewest = min(self.test_uses[tpl(t).id] for t in pool)
             pool = [t for t in pool if self.test_uses[tpl(t).id] == fewest]
+        if balance and not test and pool:
+            cls = self.rng.choice(sorted({balance(tpl(t)) for t in pool}))
+            pool = [t for t in pool if balance(tpl(t)) == cls]
         return self.rng.choice(pool) if pool else None
 
     def number(self, digits=TRAIN_DIGITS, decimal=0.12, negative=0.08) -> str:
@@ -359,11 +371,11 @@ class Generator:
         kind = self.weighted({"pair": .45, "lcalc": .25, "chain": .3})
         rng = self.rng
         if kind == "chain":
-            tpl = self.choose_template(self.tpl.chains, test, ht)
+            tpl = self.choose_template(self.tpl.chains, test, ht, balance=lambda t: "".join(OPERATOR.findall(t.expr)))
             v = {k: self.number((1, 2, 3), 0.05, 0.05) for k in "abc"}
             first, second = tpl.expr.split("|")
             turn = Turn(tpl.text.format(**v), self.kb_path)
-            r1 = turn.tool(T.THOUGHT_CALC.format(expr=first.format(**v)), "calc", first.format(**v))
+            r1 = turn.tool(T.THOUGHT_PLAN_CALC.format(step=number_step(second, v["c"])), "calc", first.format(**v))
             expr = second.format(r=r1, c=v["c"])
             r2 = turn.tool(T.THOUGHT_CALC_NEXT.format(expr=expr), "calc", expr) if not r1.startswith("error") else r1
             if r2.startswith("error") or len(r2) > 24:
@@ -371,7 +383,8 @@ class Generator:
             return {"msgs": turn.answer(T.ANSWER_MULTI.format(result=r2)), "templates": [tpl.id], "entities": [],
                     "expected": [{"kind": "number", "answer": r2, "tools": ["calc"]}]}
         tpls, rels = (self.tpl.pairs, self.tpl.pair_rel) if kind == "pair" else (self.tpl.lcalcs, self.tpl.lcalc_rel)
-        tpl = self.choose_template(tpls, test, ht)
+        # each operation equally often: with more phrasings for sums, the model read "times" as a sum
+        tpl = self.choose_template(tpls, test, ht, balance=lambda t: "".join(OPERATOR.findall(t.expr)))
         rel = rels[tpl.id]
         if not test and rng.random() < INVENTED_MULTI:  # invented entities: the invented KB's numbers
             e1, e2 = rng.sample(self.invented_by_rel[rel], 2)
@@ -400,7 +413,9 @@ class Generator:
         ents = ents if kind == "pair" else ents[:1]
         for i, name in enumerate(names[:2 if kind == "pair" else 1]):
             key = f"{rel} of {name}"
-            obs.append(turn.tool((T.THOUGHT_LOOKUP_NEXT if i else T.THOUGHT_LOOKUP).format(key=key), "lookup", key))
+            plan = T.THOUGHT_PLAN_PAIR.format(step=T.PAIR_STEPS[OPERATOR.search(tpl.expr).group().strip()]) \
+                if kind == "pair" else T.THOUGHT_PLAN_LOOKUP.format(step=number_step(tpl.expr, str(k)))
+            obs.append(turn.tool(T.THOUGHT_LOOKUP_NEXT if i else plan, "lookup", key))
             if obs[-1].startswith("not found"):
                 return {"msgs": turn.answer(T.ANSWER_MISS.format(key=key)), "templates": [tpl.id], "entities": ents,
                         "expected": [{"kind": "miss", "answer": None, "tools": ["lookup"]}], **extra}

@@ -74,8 +74,11 @@ def test_records_are_valid_conversations_with_real_observations(files):
             kb = DATA / INVENTED_KB if r.get("kb") == "invented" else KB_FILE
             for name, arg, obs in actions(r):
                 assert obs == (calc(arg) if name == "calc" else lookup(arg, kb_path=kb)), (name, arg, obs)
-    assert len(files["train"]) >= 10000 and (DATA / "train.jsonl").stat().st_size < 15e6
+    assert len(files["train"]) >= 10000 and (DATA / "train.jsonl").stat().st_size < 16e6  # the repo stays small
     assert set(Counter(r["category"] for r in files["test"])) == set(TEST_CATEGORIES)
+
+
+PLAN = re.compile(r"(?:I should look up both|I should look this up|I need to compute this), then (.+)\.")
 
 
 def test_formats_are_simple_and_consistent(files):
@@ -89,7 +92,8 @@ def test_formats_are_simple_and_consistent(files):
                 fn = m["tool_calls"][0]["function"]
                 arg = next(iter(json.loads(fn["arguments"]).values()))
                 assert parse_action(f"{fn['name']}({arg})") == (fn["name"], arg)
-                assert m["reasoning_content"] in thoughts  # short and templated
+                # short and templated
+                assert m["reasoning_content"] in thoughts or PLAN.fullmatch(m["reasoning_content"])
         steps = list(actions(r))
         if r["category"] in ("arithmetic", "lookup", "lookup_invented"):  # the answer copies the observation
             (_, arg, obs), = steps
@@ -288,6 +292,35 @@ def test_test_items_spread_evenly_over_heldout_templates(files):
     for kind in ("pair", "lcalc", "chain"):
         counts = [n for t, n in uses.items() if re.fullmatch(rf"{kind}\d+", t)]
         assert counts and max(counts) - min(counts) <= 2, (kind, uses)
+
+
+def test_multi_step_training_asks_each_operation_about_equally_often(files):
+    # sums once had 7 training phrasings of two lookups and products 2: a held-out "X times Y" became a sum
+    ops: dict[str, Counter] = {"pair": Counter(), "lcalc": Counter(), "chain": Counter()}
+    for r in files["train"]:
+        kind = re.match(r"[a-z]+", r["templates"][0]).group()
+        exprs = [arg for n, arg, _ in actions(r) if n == "calc"]
+        if r["category"] == "multi_step" and exprs:
+            ops[kind]["".join(re.findall(r" ([-+*/]) ", " ".join(exprs)))] += 1
+    assert set(ops["pair"]) == set("+-*") and set(ops["lcalc"]) == set("+-*/"), ops
+    for kind, counts in ops.items():  # drawn equally; the token cap drops more of the long year questions
+        assert max(counts.values()) < 2 * min(counts.values()), (kind, counts)
+
+
+def test_a_multi_step_plan_names_the_operation_and_number_of_its_last_calc(files):
+    # "I should look this up, then multiply by 88." -> ... calc(38 * 88): the operation is said right
+    # after the question and copied at the end
+    verbs, checked = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}, 0
+    for r in files["train"] + files["test"]:
+        calcs = [arg for name, arg, _ in actions(r) if name == "calc"]
+        if r["category"] != "multi_step" or not calcs:
+            continue
+        step = PLAN.fullmatch(r["messages"][1]["reasoning_content"]).group(1)
+        assert f" {verbs[step.split()[0]]} " in calcs[-1], (step, calcs)
+        number = re.search(r"-?\d+(?:\.\d+)?$", step)
+        assert number is None or number.group() in calcs[-1], (step, calcs)
+        checked += 1
+    assert checked > 1500
 
 
 def test_answer_shapes_are_added_to_an_older_checkpoint(tmp_path, capsys):
