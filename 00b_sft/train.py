@@ -4,7 +4,6 @@
     python -m sft.train --preset cpu --max_steps=50      # any SFTConfig field: --field=value
     python -m sft.train --run hf --init-from-hf DIR      # Path B: a Hugging Face GPT-2 directory
     python -m sft.train --resume                         # continue an interrupted run
-    torchrun --standalone --nproc_per_node=2 -m sft.train -- --preset cpu   # 2 processes, same global batch
 
 `run_stage` is the whole command line; agent_sft.train calls it with its own data and presets, so
 both stages go through the same code and the same trainer (sft.trainer.train).
@@ -13,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.distributed as dist
 
 from transformer.checkpoint import CheckpointError, load_checkpoint
 from transformer.tokenizer import Tokenizer, TokenizerError
@@ -123,10 +120,8 @@ def run_stage(argv: list[str] | None, *, stage: str, stage_from: str, presets: d
         train_convs, val_convs, data_meta = data_fn(args)
     except (CheckpointError, TokenizerError, DataError, OSError) as e:
         raise SystemExit(f"error: {e}") from None
-    master = int(os.environ.get("RANK", 0)) == 0  # under torchrun only rank 0 reports
-    if master:
-        print(f"{stage}: {model.num_params() / 1e6:.2f}M params from {init}, {len(train_convs)} train / "
-              f"{len(val_convs)} val conversations, preset {preset}: {cfg}")
+    print(f"{stage}: {model.num_params() / 1e6:.2f}M params from {init}, {len(train_convs)} train / "
+          f"{len(val_convs)} val conversations, preset {preset}: {cfg}")
     logs = run_dir / "logs"
     report = Path(args.report) if args.report and args.report != "none" else None
     plot = (report.parent if report else logs) / f"sft_loss_{stage}_{preset}.png"
@@ -136,11 +131,8 @@ def run_stage(argv: list[str] | None, *, stage: str, stage_from: str, presets: d
                     log_path=logs / f"{stage}.jsonl", plot_path=plot, resume=args.resume)
     summary.update(preset=preset, wall_s=round(time.time() - t0, 1), torch_threads=torch.get_num_threads(),
                    params=model.num_params(), plot=str(plot.relative_to(ROOT) if plot.is_relative_to(ROOT) else plot))
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    if master:
-        print(json.dumps(summary, indent=2))
-    if master and report and summary["complete"]:
+    print(json.dumps(summary, indent=2))
+    if report and summary["complete"]:
         write_report(report, stage, summary)
     return summary
 

@@ -11,11 +11,6 @@ Rows are grouped by length (shuffled pools of batches sorted by length) so paddi
 Padding is `<|endoftext|>` with IGNORE targets. Conversations longer than block_size + 1 tokens are
 dropped and counted (truncating one would cut off its answer).
 
-Several processes (`torchrun --nproc_per_node=N -m sft.train -- ...`, gloo on CPU, NCCL on GPUs):
-every process draws the same batch of step s and trains on its rows i with i % N == rank; the
-gradients, weighted by each shard's learned tokens, are summed over the processes, so one step is
-the one-process step on the whole batch (batch_size stays the global batch). Only rank 0 writes.
-
 Resume: the batch of step s is a pure function of (seed, s), so the data position is just the step.
 An interrupted run leaves `<out>.partial/` (a checkpoint) and `<out>.partial.state.pt` (optimizer,
 step, RNG, history; loaded with weights_only=True); the finished run is `<out>/`.
@@ -23,7 +18,6 @@ step, RNG, history; loaded with weights_only=True); the finished run is `<out>/`
 from __future__ import annotations
 
 import math
-import os
 import random
 import shutil
 import time
@@ -31,7 +25,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
 from train.common import JsonlLogger, lr_at, plot_losses
@@ -76,26 +69,6 @@ def resolve_device(name: str) -> str:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"device {name!r} asked for, but CUDA is not available")
     return name
-
-
-def process_group(device: str) -> tuple[int, int, str]:
-    """(rank, world size, this process's device): under torchrun, joins the process group."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return 0, 1, device
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    if device.startswith("cuda"):
-        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
-        torch.cuda.set_device(device)
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-def sum_over_processes(tensors: list[torch.Tensor]) -> None:
-    """All-reduce (sum) these tensors in place, in one message."""
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    dist.all_reduce(flat)
-    for t, v in zip(tensors, flat.split([t.numel() for t in tensors])):
-        t.copy_(v.view_as(t))
 
 
 def set_dropout(model: GPT, p: float) -> None:
@@ -192,8 +165,7 @@ def train(model: GPT, tok, train_convs: list[dict], val_convs: list[dict], cfg: 
     """Fine-tune `model` in place; write the finished checkpoint to out_dir. Returns a summary dict
     (steps, time, losses, dropped counts). meta (stage, data, tokenizer, init, ...) goes into meta.json."""
     out_dir = Path(out_dir)
-    rank, world, device = process_group(resolve_device(cfg.device))
-    master = rank == 0
+    device = resolve_device(cfg.device)
     dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32,
              "float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
     ctx = (torch.autocast(device_type=device.split(":")[0], dtype=dtype) if dtype != torch.float32
@@ -201,7 +173,7 @@ def train(model: GPT, tok, train_convs: list[dict], val_convs: list[dict], cfg: 
     block = model.config.block_size
     train_ex, drop_train = encode(train_convs, tok, block)
     val_ex, drop_val = encode(val_convs, tok, block)
-    if (drop_train or drop_val) and master:
+    if drop_train or drop_val:
         print(f"warning: dropped {drop_train} train and {drop_val} val conversations longer than "
               f"block_size={block} tokens")
     pad = tok.special_tokens["<|endoftext|>"]
@@ -228,18 +200,14 @@ def train(model: GPT, tok, train_convs: list[dict], val_convs: list[dict], cfg: 
         opt.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
         step, history, elapsed = state["step"], state["history"], state["elapsed"]
-        if master:
-            print(f"resumed {part_dir} at step {step}")
+        print(f"resumed {part_dir} at step {step}")
 
-    logger = JsonlLogger(log_path, append=resume) if log_path and master else None
-    full_meta = {**meta, "git_commit": git_commit(), "config": asdict(cfg), "processes": world,
-                 "model": model.config.to_dict(),
+    logger = JsonlLogger(log_path, append=resume) if log_path else None
+    full_meta = {**meta, "git_commit": git_commit(), "config": asdict(cfg), "model": model.config.to_dict(),
                  "examples": {"train": len(train_ex), "val": len(val_ex),
                               "dropped_too_long": drop_train + drop_val}}
 
     def save(final: bool) -> None:
-        if not master:
-            return
         m = {**full_meta, "step": step, "complete": final, "train_time_s": round(elapsed, 1),
              "losses": {"train": history["train"][-1][1] if history["train"] else None,
                         "val": history["val"][-1][1] if history["val"] else None}}
@@ -261,11 +229,7 @@ def train(model: GPT, tok, train_convs: list[dict], val_convs: list[dict], cfg: 
                 logger.log({"step": step, "val_loss": v})
 
     end = min(cfg.max_steps, cfg.stop_after) if cfg.stop_after > 0 else cfg.max_steps
-    bar = tqdm(total=cfg.max_steps, initial=step, desc=meta.get("stage", "sft"), dynamic_ncols=True,
-               disable=not master)
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:  # zeros, not None: a process with an empty shard still adds its (zero) part
-        p.grad = torch.zeros_like(p) if p.grad is None else p.grad
+    bar = tqdm(total=cfg.max_steps, initial=step, desc=meta.get("stage", "sft"), dynamic_ncols=True)
     t0, tokens = time.time() - elapsed, 0
     if step == 0:
         evaluate()
@@ -280,31 +244,17 @@ def train(model: GPT, tok, train_convs: list[dict], val_convs: list[dict], cfg: 
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = batches.get(step)
-        x, y = x[rank::world].to(device, non_blocking=True), y[rank::world].to(device, non_blocking=True)
-        opt.zero_grad(set_to_none=False)
-        n = (y != IGNORE_INDEX).sum().float()
-        n_batch = n.clone()
-        if world > 1:  # this shard's share of the batch's learned tokens
-            sum_over_processes([n_batch])
-        share = n / n_batch
-        if len(x):
-            with ctx:
-                loss = model.learned_loss(x, y) * share  # the vocabulary head only where the loss mask is 1
-            loss.backward()
-        else:
-            loss = torch.zeros((), device=device)
-        if world > 1:  # the whole batch's mean-loss gradient (and loss), as one process computes it
-            loss = loss.detach().reshape(1)
-            sum_over_processes([p.grad for p in params] + [loss])
-            loss = loss[0]
-            elapsed_now = torch.tensor([time.time() - t0], dtype=torch.float64, device=device)
-            dist.broadcast(elapsed_now, 0)  # rank 0's clock: every process stops at the same step
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with ctx:
+            loss = model.learned_loss(x, y)  # the vocabulary head only where the loss mask is 1
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         step += 1
-        tokens += int(n_batch)
-        elapsed = float(elapsed_now) if world > 1 else time.time() - t0
+        tokens += int((y != IGNORE_INDEX).sum())
+        elapsed = time.time() - t0
         lv = loss.item()
         history["train"].append((step, lv))
         if logger:
@@ -321,10 +271,10 @@ def train(model: GPT, tok, train_convs: list[dict], val_convs: list[dict], cfg: 
         evaluate()
     full_meta["time_limited"] = done and step < cfg.max_steps
     save(final=done)
-    if plot_path and master:
+    if plot_path:
         plot_losses(history, plot_path, title=f"{meta.get('stage', 'sft')} loss")
     tail = [v for _, v in history["train"][-20:]]
-    return {"steps": step, "processes": world, "complete": done, "time_limited": full_meta["time_limited"], "time_s": round(elapsed, 1), "device": device,
+    return {"steps": step, "complete": done, "time_limited": full_meta["time_limited"], "time_s": round(elapsed, 1), "device": device,
             "learned_tokens_per_s": round(tokens / max(elapsed, 1e-9)),
             "train_loss_first": history["train"][0][1] if history["train"] else None,
             "train_loss_last20": sum(tail) / len(tail) if tail else None,

@@ -2,7 +2,6 @@
 CLIs (sft.train, agent_sft.train) run end to end, and Path B starts from a tiny Hugging Face GPT-2
 directory (our tokenizer files, or GPT-2's vocab.json + merges.txt) with our special tokens added."""
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -125,36 +124,6 @@ def test_both_clis_share_the_trainer(run, tmp_path):
     assert (tmp_path / "sft_loss_agent_cpu.png").is_file()
     with pytest.raises(SystemExit, match="unknown config field"):
         sft_main(["--runs-dir", str(run), "--run", "t", "--no_such_field=1"])
-
-
-def test_two_processes_train_like_one(run, tmp_path):
-    """torchrun with 2 processes (gloo): each trains on half of every batch, the gradients are summed
-    by learned tokens, so the weights are the one-process run's; only rank 0 writes."""
-    import shutil
-    import socket
-    import subprocess
-    import sys
-    for name in ("one", "two"):
-        shutil.copytree(run / "t" / "base", tmp_path / name / "base")
-    args = ["--runs-dir", str(tmp_path), "--preset", "cpu", "--max_steps=5", "--max_time=0", "--lr=1e-3",
-            "--warmup_steps=1", "--batch_size=7", "--eval_interval=100", "--eval_batches=1", "--report"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "sft.train", "--run", "one", *args, str(tmp_path / "one.json")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert one.returncode == 0, one.stderr[-2000:]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-                          f"--master_port={port}", "-m", "sft.train", "--", "--run", "two", *args,
-                          str(tmp_path / "two.json")], capture_output=True, text=True, env=env, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert two.stdout.count('"steps": 5') == 1  # one summary: rank 0's
-    a, _ = load_checkpoint(tmp_path / "one" / "sft")
-    b, meta = load_checkpoint(tmp_path / "two" / "sft")
-    assert meta["processes"] == 2 and json.loads((tmp_path / "two.json").read_text())["sft"]["processes"] == 2
-    assert max((p - q).abs().max().item() for p, q in zip(a.state_dict().values(), b.state_dict().values())) < 1e-6
-    assert a.state_dict().keys() == b.state_dict().keys()
 
 
 def make_hf_dir(path: Path, tok: Tokenizer | None, vocab_size: int) -> Path:
