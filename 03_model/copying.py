@@ -23,7 +23,8 @@ decoded under these rules, on top of the protocol's grammar (grammar.py):
     action           its form                       name(argument), name one of the request's
                                                     tools, the argument's brackets balanced
     action           an argument with words         a piece of the tools' text (lower case), then one
-                                                    piece of the conversation (starting and ending
+                                                    piece of what the user or a tool wrote (not the
+                                                    assistant's own thoughts and answers; starting and ending
                                                     where its words do; compared in lower case) that
                                                     neither starts with the word the first piece
                                                     ends with ("of of") nor holds its words again,
@@ -127,8 +128,11 @@ def chat_rule(tok, prompt: list[int], messages: list[dict], tools: list[dict] | 
              and isinstance(t["function"].get("name"), str)}
     last = last_result(messages)
     answers = shaped_answers(shapes, *last) if shapes and last else None
+    # an argument's piece is what the user (or the system, or a tool) wrote: a second question copied
+    # "the answer" from the first turn's "The answer is 556666." into lookup(atomic number of the answer)
+    quoted = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") in ("system", "user", "tool"))
     return CopyRule("\n".join(p for p in pieces if p), tools_text(tools) if tools else None, "\n".join(results), names,
-                    answers)
+                    answers, quoted=quoted)
 
 
 class CopyRule:
@@ -136,10 +140,11 @@ class CopyRule:
     wrote, and earlier assistant text); tools: the text of the request's tools (tools_text), or None
     to leave an action's words and characters unchecked (a request without tools); results: what
     the tools returned since the last user message; calls: the names an action may call (None: any
-    form); answers: the only answers allowed (shaped_answers), or None."""
+    form); answers: the only answers allowed (shaped_answers), or None; quoted: what an argument's
+    piece is copied from, the user's and the tools' text (None: the whole context)."""
 
     def __init__(self, context: str, tools: str | None, results: str = "", calls: Iterable[str] | None = None,
-                 answers: Iterable[str] | None = None):
+                 answers: Iterable[str] | None = None, quoted: str | None = None):
         self.numbers = set(NUMBER.findall(context))
         self.signed = _signed(context)  # with their signs: "-42" as the user or a tool wrote it
         self.signed_prefixes = _prefixes(self.signed)
@@ -154,7 +159,8 @@ class CopyRule:
         # an argument with words is a piece of the tools' text (lower case), then a piece of the
         # conversation's text (compared in lower case): _one_piece
         self.tools_said = (tools or "").lower()
-        self.said, self.context = context.lower(), context
+        self.context = context if quoted is None else quoted  # where an argument's piece comes from
+        self.said = self.context.lower()
         # copies go on: in an answer, a word of a result is followed by the word that follows it there
         # (or by anything, where it ends a result)
         self.follows: dict[str, set[tuple[str, str]] | None] = {}  # word -> {(text between, next word)}

@@ -257,15 +257,17 @@ def _rule_breaks(path: Path, tools: dict[str, str], limit: int, shapes: dict | N
     with path.open(encoding="utf-8") as f:
         for line, _ in zip(f, range(limit)):
             d = json.loads(line)
-            tool_text, context, results = tools[d.get("kb", "kb")], "", []
+            tool_text, context, quoted, results = tools[d.get("kb", "kb")], "", "", []
             for i, m in enumerate(d["messages"]):
                 if m["role"] in ("user", "tool"):
                     context += " " + m["content"]
+                    quoted += " " + m["content"]
                     results = [] if m["role"] == "user" else results + [m["content"]]
                     continue
                 last = last_result(d["messages"][:i])  # what chat_rule reads
                 answers = shaped_answers(shapes, *last) if shapes and last else None
-                rule = CopyRule(context, tool_text, "\n".join(results), calls=("calc", "lookup"), answers=answers)
+                rule = CopyRule(context, tool_text, "\n".join(results), calls=("calc", "lookup"), answers=answers,
+                                quoted=quoted)
                 segments = [(True, f"{c['function']['name']}({next(iter(json.loads(c['function']['arguments']).values()))})")
                             for c in m.get("tool_calls") or []] + [(False, m["content"])] * bool(m.get("content"))
                 for action, text in segments:
@@ -308,6 +310,25 @@ def chat(engine: Engine, tok, question: str, sampling: SamplingParams, copy: Cop
 def rule_for(tok, question: str) -> CopyRule:
     messages = [{"role": "user", "content": question}]
     return chat_rule(tok, render_prompt(messages, tok), messages, tool_schemas())
+
+
+def test_an_arguments_piece_is_what_the_user_or_a_tool_wrote(tiny):
+    """A second question's lookup may not copy the assistant's own words: after "The answer is 5." the
+    CPU model wrote lookup(atomic number of the answer) for "What's zinc's atomic number?"."""
+    _, tok = tiny
+    call = {"id": "c1", "type": "function", "function": {"name": "calc", "arguments": '{"expression": "2 + 3"}'}}
+    messages = [{"role": "user", "content": "What is 2 plus 3?"},
+                {"role": "assistant", "content": None, "reasoning_content": "I need to compute this.",
+                 "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": "5"},
+                {"role": "assistant", "content": "The answer is 5."},
+                {"role": "user", "content": "What's zinc's atomic number?"}]
+    rule = chat_rule(tok, render_prompt(messages, tok), messages, tool_schemas())
+    assert rule.allows("lookup(atomic number of zinc)", True, final=True)
+    for bad in ("lookup(atomic number of the answer)", "lookup(atomic number of compute this)"):
+        assert "answer" in rule.words and not rule.allows(bad, True, final=True), bad
+    assert CopyRule("The answer is 5.", "lookup(query): atomic number of x", calls=["lookup"]).allows(
+        "lookup(atomic number of the answer)", True, final=True)  # without quoted: the whole context
 
 
 def test_a_chat_requests_rule(tiny):
