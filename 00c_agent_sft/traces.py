@@ -35,6 +35,11 @@ ROUND_SHARE = 0.15  # of multi-digit operands: trailing zeros, as people write t
 # (the model loses count: 12756555 -> 1275655); random operands hold too few of them
 REPEAT_SHARE = 0.15
 OPERATOR = re.compile(r" [-+*/] ")  # the operation of a multi-step template's expression
+
+
+def operations(tpl) -> str:
+    """The operations of a template's expression, in order: the class that a balanced draw picks."""
+    return "".join(OPERATOR.findall(tpl.expr))
 SEVEN = re.compile(r"(?<![\d.])\d{7}(?!\d)")  # an integer of the held-out digit band
 # the eval's added facts (agent_sft.generate.ADDED_FACTS): never in any training text
 FORBIDDEN = ["mongolia", "mascot", "oskar vell", "old mill tower", "novium"]
@@ -371,7 +376,7 @@ class Generator:
         kind = self.weighted({"pair": .45, "lcalc": .25, "chain": .3})
         rng = self.rng
         if kind == "chain":
-            tpl = self.choose_template(self.tpl.chains, test, ht, balance=lambda t: "".join(OPERATOR.findall(t.expr)))
+            tpl = self.choose_template(self.tpl.chains, test, ht, balance=operations)
             v = {k: self.number((1, 2, 3), 0.05, 0.05) for k in "abc"}
             first, second = tpl.expr.split("|")
             turn = Turn(tpl.text.format(**v), self.kb_path)
@@ -384,7 +389,7 @@ class Generator:
                     "expected": [{"kind": "number", "answer": r2, "tools": ["calc"]}]}
         tpls, rels = (self.tpl.pairs, self.tpl.pair_rel) if kind == "pair" else (self.tpl.lcalcs, self.tpl.lcalc_rel)
         # each operation equally often: with more phrasings for sums, the model read "times" as a sum
-        tpl = self.choose_template(tpls, test, ht, balance=lambda t: "".join(OPERATOR.findall(t.expr)))
+        tpl = self.choose_template(tpls, test, ht, balance=operations)
         rel = rels[tpl.id]
         if not test and rng.random() < INVENTED_MULTI:  # invented entities: the invented KB's numbers
             e1, e2 = rng.sample(self.invented_by_rel[rel], 2)
