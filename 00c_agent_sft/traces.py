@@ -51,11 +51,16 @@ NUMERIC_RELATIONS, N_INVENTED_NUMERIC = ("atomic number", "number of moons", "ye
 INVENTED_MULTI, INVENTED_MISS = 0.5, 0.3
 
 
+def last_operation(expr: str) -> str:
+    """The operation that a multi-step expression ends with: "{a} + {b}|{r} * {c}" -> "*"."""
+    return OPERATOR.findall(expr)[-1].strip()
+
+
 def number_step(expr: str, n: str) -> str:
     """The step after the first tool call, as a multi-step thought says it: "{x} * {k}", 88 -> "multiply by 88"."""
     if re.match(r"\{[kc]\} - ", expr):
         return T.NUMBER_STEPS["-from"].format(n=n)
-    return T.NUMBER_STEPS[OPERATOR.search(expr).group().strip()].format(n=n)
+    return T.NUMBER_STEPS[last_operation(expr)].format(n=n)
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -418,7 +423,7 @@ class Generator:
         ents = ents if kind == "pair" else ents[:1]
         for i, name in enumerate(names[:2 if kind == "pair" else 1]):
             key = f"{rel} of {name}"
-            plan = T.THOUGHT_PLAN_PAIR.format(step=T.PAIR_STEPS[OPERATOR.search(tpl.expr).group().strip()]) \
+            plan = T.THOUGHT_PLAN_PAIR.format(step=T.PAIR_STEPS[last_operation(tpl.expr)]) \
                 if kind == "pair" else T.THOUGHT_PLAN_LOOKUP.format(step=number_step(tpl.expr, str(k)))
             obs.append(turn.tool(T.THOUGHT_LOOKUP_NEXT if i else plan, "lookup", key))
             if obs[-1].startswith("not found"):

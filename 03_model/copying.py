@@ -159,8 +159,8 @@ class CopyRule:
         # an argument with words is a piece of the tools' text (lower case), then a piece of the
         # conversation's text (compared in lower case): _one_piece
         self.tools_said = (tools or "").lower()
-        self.context = context if quoted is None else quoted  # where an argument's piece comes from
-        self.said = self.context.lower()
+        self.quoted = context if quoted is None else quoted  # where an argument's piece comes from
+        self.quoted_lower = self.quoted.lower()
         # copies go on: in an answer, a word of a result is followed by the word that follows it there
         # (or by anything, where it ends a result)
         self.follows: dict[str, set[tuple[str, str]] | None] = {}  # word -> {(text between, next word)}
@@ -269,8 +269,8 @@ class CopyRule:
                 return not final  # the copied piece has not started yet
             # the copied piece starts where a word or number of the conversation does (and, when
             # final, ends where one does, but not inside a name: NAME_GOES_ON)
-            if rest[0].isalnum() and (re.search(r"(?<!\w)(?i:" + re.escape(rest) + r")(?!\w)" + NAME_GOES_ON, self.context)
-                                      if final else re.search(r"(?<!\w)" + re.escape(rest), self.said)) \
+            if rest[0].isalnum() and (re.search(r"(?<!\w)(?i:" + re.escape(rest) + r")(?!\w)" + NAME_GOES_ON, self.quoted)
+                                      if final else re.search(r"(?<!\w)" + re.escape(rest), self.quoted_lower)) \
                     and self._seam(head, rest, final):
                 return True
         return False
