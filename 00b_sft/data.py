@@ -71,6 +71,8 @@ def validate_conversation(obj: object) -> None:
         elif role == "assistant":
             if m.get("reasoning_content") is not None and not isinstance(m["reasoning_content"], str):
                 raise ValueError(f"{where}: 'reasoning_content' must be a string or null")
+            if "weight" in m and m["weight"] not in (0, 1):
+                raise ValueError(f"{where}: 'weight' must be 0 (context only) or 1 (learned)")
             if m.get("tool_calls"):
                 err = _check_tool_call(m["tool_calls"])
                 if err:

@@ -55,6 +55,24 @@ class Template:
         return match(0, 0)
 
 
+def follow_ups() -> list[Template]:
+    """Follow-up templates ("What is that times {k}?" -> "{r} * {k}"): each arithmetic core (in
+    T.FOLLOW_FRAMES) and imperative of T.FOLLOW_OPS with "that" (the last result, {r}) for its first
+    operand and {k} for the second; an imperative also with "Now" before it."""
+    def fill(text: str, that: str) -> str:
+        return text.replace("{a}", that).replace("{b}", "{k}")
+    out = []
+    for op in T.FOLLOW_OPS:
+        phrasings = [(frame.replace("{X}", fill(core, "that")), fill(expr, "{r}"))
+                     for frame in T.FOLLOW_FRAMES for core, expr in T.ARITH_CORES[op]]
+        for text, expr in T.ARITH_IMPERATIVES[op]:
+            phrasings.append((fill(text, "that"), fill(expr, "{r}")))
+            if not text.startswith("Please"):
+                phrasings.append((fill("Now " + text[0].lower() + text[1:], "that"), fill(expr, "{r}")))
+        out += [Template(f"follow:{op}:{i}", text, expr) for i, (text, expr) in enumerate(phrasings)]
+    return out
+
+
 def _slot(part: str) -> bool:
     return re.fullmatch(r"\{[a-zA-Z0-9]+\}", part) is not None
 
@@ -115,7 +133,7 @@ def build_templates(relations: list[str], rng: random.Random) -> QuestionTemplat
     q.lcalcs = group([Template(f"lcalc{i}", text, expr) for i, (text, _, expr) in enumerate(T.LOOKUP_CALCS)], 0.2,
                      meaning=lambda t: (q.lcalc_rel[t.id], t.expr))
     q.chains = group([Template(f"chain{i}", text, f"{e1}|{e2}") for i, (text, e1, e2) in enumerate(T.CALC_CHAINS)], 0.2)
-    q.follow = group([Template(f"follow{i}", text, e) for i, (text, e) in enumerate(T.FOLLOW_UPS)], 0.2)
+    q.follow = group(follow_ups(), 0.2)
 
     in_training = Counter(w for tpls, *_ in groups for t in tpls for w in template_words(t.text))
     for tpls, frac, keep, meaning in groups:

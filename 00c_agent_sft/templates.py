@@ -94,10 +94,12 @@ CALC_CHAINS = [
     ("Subtract {b} from {a}, then multiply the result by {c}.", "{a} - {b}", "{r} * {c}"),
     ("Add {a} and {b}, then multiply by {c}.", "{a} + {b}", "{r} * {c}"),
 ]
-FOLLOW_UPS = [("Now multiply that by {k}.", "{r} * {k}"), ("And what is that plus {k}?", "{r} + {k}"),
-              ("Subtract {k} from that.", "{r} - {k}"), ("Now divide that by {k}.", "{r} / {k}"),
-              ("What is that times {k}?", "{r} * {k}"), ("Now add {k} to that.", "{r} + {k}"),
-              ("What is that minus {k}?", "{r} - {k}"), ("Divide that by {k}.", "{r} / {k}")]
+# a follow-up asks for an operation on the last answer, "that": the arithmetic cores and imperatives of
+# these operations with "that" for an operand (`{r}` in the expression, the last result), in these frames;
+# with only two phrasings per operation the held-out "What is that times 12?" became calc(1441 + 12),
+# the operation of the training phrasing that starts the same way ("And what is that plus {k}?")
+FOLLOW_OPS = ("add", "sub", "mul", "div")
+FOLLOW_FRAMES = ["What is {X}?", "What's {X}?", "And what is {X}?", "How much is {X}?"]
 
 # ----------------------------------------------------------------------------- lookups
 # frames around a noun phrase "the capital of France"; the key is the phrase without "the "

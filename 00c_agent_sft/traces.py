@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from agent.tools import calc, lookup
+from transformer.chat import past_turns_as_answers
 from sft.data import load_conversations
 
 from . import templates as T
@@ -463,7 +464,7 @@ class Generator:
 
     def follow_up(self, prev: dict, test=False, ht=None) -> dict | None:
         r = prev["expected"][-1]["answer"]
-        tpl = self.choose_template(self.tpl.follow, test, ht)
+        tpl = self.choose_template(self.tpl.follow, test, ht, balance=lambda t: t.id.split(":")[1])
         k = self.rng.randint(2, 20)
         expr = tpl.expr.format(r=r, k=k)
         turn = Turn(tpl.text.format(k=k), self.kb_path)
@@ -478,7 +479,9 @@ class Generator:
         for i in range(2 if self.rng.random() < 0.7 else 3):
             prev = turns[-1] if turns else None
             can_follow = prev and prev["expected"][-1]["kind"] == "number" and re.fullmatch(r"-?\d{1,9}", prev["expected"][-1]["answer"])
-            kind = self.weighted({"arith": .3, "fact": .3, "talk": .2, "miss": .1, "follow": .4 if can_follow else 0,
+            # follow-ups (the one kind that needs the history) drawn 5x as often in training as in test
+            kind = self.weighted({"arith": .3, "fact": .3, "talk": .2, "miss": .1,
+                                  "follow": 0 if not can_follow else .4 if test else 2.0,
                                   "invented_fact": 0 if test else .3})
             he = test and self.rng.random() < 0.3
             t = self.follow_up(prev, test) if kind == "follow" else \
@@ -489,6 +492,11 @@ class Generator:
         invented = any(t.get("kb") for t in turns)
         if invented and any(not t.get("kb") and "lookup" in t["expected"][-1]["tools"] for t in turns):
             return None  # the lookups of one conversation must read one KB
-        return {"msgs": [m for t in turns for m in t["msgs"]], "expected": [e for t in turns for e in t["expected"]],
+        # past turns as the agent sends them (question and answer); their answers are context, not lessons:
+        # learned, "The answer is 1441." with no calc before it would teach answering without the tool
+        msgs = past_turns_as_answers([m for t in turns for m in t["msgs"]])
+        last_user = max(i for i, m in enumerate(msgs) if m["role"] == "user")
+        msgs = [{**m, "weight": 0} if m["role"] == "assistant" and i < last_user else m for i, m in enumerate(msgs)]
+        return {"msgs": msgs, "expected": [e for t in turns for e in t["expected"]],
                 **({"kb": "invented"} if invented else {}),
                 "templates": [x for t in turns for x in t["templates"]], "entities": [x for t in turns for x in t["entities"]]}

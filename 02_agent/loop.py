@@ -23,6 +23,8 @@ until only the current one is left; the returned history keeps everything. An an
 window (`finish_reason: "length"`) while older exchanges are still in the request is asked again the
 same way, after a `restart` event: a client drops what it showed of the model's step since the last
 observation.
+Requests carry past turns as their question and final answer (transformer.chat.past_turns_as_answers,
+as the web page keeps them and the traces are written); the current turn carries all of its steps.
 `done` or `error` is always the last event; no exception escapes `run`/`arun`. Closing the
 generator early closes the HTTP stream, which is how the server learns to stop generating.
 """
@@ -36,6 +38,7 @@ from typing import Any, AsyncIterator, Iterator
 import httpx
 
 from agent.tools import relations, run_tool
+from transformer.chat import past_turns_as_answers
 
 Event = dict[str, Any]
 DEFAULT_MODEL_URL = "http://127.0.0.1:9000/v1"
@@ -120,7 +123,7 @@ class _Turn:
         self.reasoning, self.content, self.calls = [], [], {}
         self.finish_reason, self.stream_done, self.usage = None, False, None
         system = [m for m in self.messages[:self.skip] if m.get("role") == "system"]
-        return {**self.payload, "messages": system + self.messages[self.skip:]}
+        return {**self.payload, "messages": past_turns_as_answers(system + self.messages[self.skip:])}
 
     def shorten(self, status: int, body: bytes) -> bool:
         """The server said the conversation does not fit its context window: from now on, leave the

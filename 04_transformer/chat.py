@@ -9,7 +9,11 @@ tool). One assistant turn may span several assistant+tool message pairs before i
 Loss mask: 1 where the model must learn to produce the token, 0 where the token is given to it:
 user turns, the `<|assistant|>` tag that opens a turn (the prompt ends with it) and the observation
 text (written by the tool). The `<|observation|>` token itself is learned: emitting it is how the
-model hands the action to the tool and waits.
+model hands the action to the tool and waits. An assistant message with `"weight": 0` (OpenAI's
+fine-tuning field) is context, not a lesson: all of its tokens are 0.
+
+Past turns are sent as their question and final answer only (past_turns_as_answers): the web page
+keeps that history, the agent sends it, and the multi-turn traces are written that way.
 """
 from __future__ import annotations
 
@@ -57,6 +61,7 @@ def render(messages: list[dict], tok) -> tuple[list[int], list[int]]:
 
     in_turn = False  # inside an assistant turn that has not reached its answer yet
     for i, msg in enumerate(messages):
+        learned = 0 if msg.get("weight") == 0 else 1
         role = msg.get("role")
         if role == "system":
             continue
@@ -69,16 +74,16 @@ def render(messages: list[dict], tok) -> tuple[list[int], list[int]]:
                 add([S["<|assistant|>"]], 0)
                 in_turn = True
             if msg.get("reasoning_content"):
-                add([S["<|thought|>"], *tok.encode(msg["reasoning_content"])], 1)
+                add([S["<|thought|>"], *tok.encode(msg["reasoning_content"])], learned)
             calls = msg.get("tool_calls") or []
             if len(calls) > 1:
                 raise ValueError(f"message {i}: one tool call per step, got {len(calls)}")
             if calls:
                 fn = calls[0]["function"]
                 action = f"{fn['name']}({tool_argument(fn['name'], fn['arguments'])})"
-                add([S["<|action|>"], *tok.encode(action), S["<|observation|>"]], 1)
+                add([S["<|action|>"], *tok.encode(action), S["<|observation|>"]], learned)
             elif msg.get("content") is not None:
-                add([S["<|answer|>"], *tok.encode(msg["content"]), S["<|end|>"]], 1)
+                add([S["<|answer|>"], *tok.encode(msg["content"]), S["<|end|>"]], learned)
                 in_turn = False
         elif role == "tool":
             if not in_turn:
@@ -87,6 +92,21 @@ def render(messages: list[dict], tok) -> tuple[list[int], list[int]]:
         else:
             raise ValueError(f"message {i}: unknown role {role!r}")
     return ids, mask
+
+
+def past_turns_as_answers(messages: list[dict]) -> list[dict]:
+    """The conversation as the model is asked it: every turn before the last user message keeps its
+    question and its final answer; their thoughts, actions and observations are left out (the current
+    turn keeps all of its steps). A small model copies the wrong thing from a long history: with
+    the first turn's steps in its 128-token window, the CPU model's second-turn lookups copied
+    relations and pieces from the first turn's action."""
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    if last_user < 0:
+        return list(messages)
+    past = [{k: v for k, v in m.items() if k != "reasoning_content"} if m.get("role") == "assistant" else m
+            for m in messages[:last_user]
+            if m.get("role") in ("system", "user") or (m.get("role") == "assistant" and not m.get("tool_calls"))]
+    return past + list(messages[last_user:])
 
 
 def render_prompt(messages: list[dict], tok) -> list[int]:

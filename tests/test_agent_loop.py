@@ -150,13 +150,35 @@ def test_a_conversation_too_long_for_the_window_drops_its_oldest_exchanges(run_s
     events, fake = run_script([too_long, too_long, Reply(answer="You're welcome!")], messages=history)
     assert events[-1]["type"] == "done" and text(events, "answer") == "You're welcome!"
     sent = [[m["content"] for m in r["messages"]] for r in fake.requests]
-    assert sent == [[m["content"] for m in history], ["Be brief.", "What is 2 + 2?", None, "4", "4.", "Thanks!"],
-                    ["Be brief.", "Thanks!"]]
+    # past turns travel as question and answer (the calc step of "What is 2 + 2?" is left out)
+    assert sent == [["Be brief.", "Hi!", "Hello!", "What is 2 + 2?", "4.", "Thanks!"],
+                    ["Be brief.", "What is 2 + 2?", "4.", "Thanks!"], ["Be brief.", "Thanks!"]]
     assert events[-1]["messages"][:-1] == history
     events, fake = run_script([too_long, too_long, too_long], messages=history)
     assert events[-1]["type"] == "error" and "HTTP 400" in events[-1]["message"] and len(fake.requests) == 3
     events, _ = run_script([Reply(status=400)], messages=history)  # another 400: no retry
     assert events[-1]["type"] == "error"
+
+
+def test_past_turns_are_sent_as_question_and_answer_and_the_current_turn_whole(run_script):
+    """The model is asked past turns as the page keeps them (question, final answer: no thoughts, actions
+    or observations); the current turn's own steps are all sent; the returned history keeps everything."""
+    history = [{"role": "user", "content": "What is 2 + 2?"},
+               {"role": "assistant", "content": None, "reasoning_content": "I need to compute this.",
+                "tool_calls": [{"id": "c1", "type": "function",
+                                "function": {"name": "calc", "arguments": '{"expression": "2 + 2"}'}}]},
+               {"role": "tool", "tool_call_id": "c1", "content": "4"},
+               {"role": "assistant", "content": "The answer is 4.", "reasoning_content": "Done."},
+               {"role": "user", "content": "What is that times 3?"}]
+    events, fake = run_script([Reply(thought="I need to compute this.", tool="calc", args={"expression": "4 * 3"}),
+                               Reply(answer="The answer is 12.")], messages=history)
+    assert text(events, "answer") == "The answer is 12."
+    first, second = [r["messages"] for r in fake.requests]
+    assert first == [{"role": "user", "content": "What is 2 + 2?"},
+                     {"role": "assistant", "content": "The answer is 4."}, history[-1]]
+    assert [m["role"] for m in second] == ["user", "assistant", "user", "assistant", "tool"]
+    assert second[3]["tool_calls"][0]["function"]["arguments"] == '{"expression": "4 * 3"}' and second[4]["content"] == "12"
+    assert events[-1]["messages"][:5] == history and len(events[-1]["messages"]) == 8
 
 
 def test_an_answer_cut_off_by_the_window_is_asked_again_with_less_history(run_script):

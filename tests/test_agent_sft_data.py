@@ -307,6 +307,46 @@ def test_multi_step_training_asks_each_operation_about_equally_often(files):
         assert max(counts.values()) < 2 * min(counts.values()), (kind, counts)
 
 
+def test_multi_turn_history_is_questions_and_answers_that_are_not_learned(files):
+    # the agent sends past turns as question and answer (transformer.chat.past_turns_as_answers); a
+    # learned "The answer is 1441." with no calc before it would teach answering without the tool
+    seen = 0
+    for r in (r for split in files.values() for r in split if r["category"] == "multi_turn"):
+        msgs = r["messages"]
+        last_user = max(i for i, m in enumerate(msgs) if m["role"] == "user")
+        past, current = msgs[:last_user], msgs[last_user:]
+        assert [m["role"] for m in past] == ["user", "assistant"] * (len(past) // 2), past
+        assert all(m.get("weight") == 0 and set(m) == {"role", "content", "weight"} for m in past[1::2]), past
+        assert all("weight" not in m for m in current)
+        if r["split"] == "test" or "expected" in r:
+            assert len(r["expected"]) == len(past) // 2 + 1
+            assert bool(r["expected"][-1]["tools"]) == any(m.get("tool_calls") for m in current)
+        seen += 1
+    assert seen > 2000
+    assert not any("weight" in m for split in files.values() for r in split if r["category"] != "multi_turn"
+                   for m in r["messages"])
+
+
+def test_follow_ups_ask_each_operation_about_equally_often_on_the_last_answer(files, gen):
+    # two phrasings per operation once: the held-out "What is that times 12?" became calc(1441 + 12)
+    ops, follows = Counter(), 0
+    for r in files["train"]:
+        for tid in (t for t in r["templates"] if t.startswith("follow:")):
+            ops[tid.split(":")[1]] += 1
+    assert set(ops) == {"add", "sub", "mul", "div"} and max(ops.values()) < 1.5 * min(ops.values()), ops
+    for r in files["train"] + files["test"]:
+        msgs = r["messages"]
+        if r["category"] != "multi_turn" or not r["templates"][-1].startswith("follow:"):
+            continue
+        last_answer = re.search(r"-?\d+(?:\.\d+)?(?=\.$)", msgs[max(i for i, m in enumerate(msgs) if m["role"] == "user") - 1]["content"])
+        calc = next(arg for name, arg, _ in actions(r) if name == "calc")
+        assert last_answer and re.search(rf"(?<![\d.]){re.escape(last_answer.group())}(?![\d.])", calc), (msgs, calc)
+        follows += 1
+    assert follows > 300
+    held = [t for t in gen.tpl.follow if t.heldout]
+    assert len(gen.tpl.follow) >= 80 and len(held) >= 10 and {t.id.split(":")[1] for t in held} >= {"add", "mul"}
+
+
 def test_a_multi_step_plan_names_the_operation_and_number_of_its_last_calc(files):
     # "I should look this up, then multiply by 88." -> ... calc(38 * 88): the operation is said right
     # after the question and copied at the end

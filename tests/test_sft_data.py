@@ -103,6 +103,8 @@ BAD_LINES = {
                                                                       {"role": "user", "content": "b"}]}),
     "must end with an assistant answer": json.dumps({"messages": [{"role": "user", "content": "a"}]}),
     "non-empty list": json.dumps({"messages": []}),
+    "'weight' must be 0": json.dumps({"messages": [{"role": "user", "content": "a"},
+                                                   {"role": "assistant", "content": "x", "weight": 0.5}]}),
 }
 
 

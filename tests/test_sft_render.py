@@ -5,7 +5,7 @@ import torch
 
 from sft.trainer import Batches, encode
 from transformer import IGNORE_INDEX
-from transformer.chat import render
+from transformer.chat import past_turns_as_answers, render
 from transformer.tokenizer import Tokenizer
 
 TOOL_CONV = [
@@ -57,6 +57,31 @@ def test_tool_free_turn_goes_straight_to_answer(tok):
     assert ids[a + 1] == S["<|answer|>"] and ids[-1] == S["<|end|>"]
     assert S["<|thought|>"] not in ids and S["<|action|>"] not in ids
     assert mask == [0] * (a + 1) + [1] * (len(ids) - a - 1)
+
+
+def test_weight_zero_answers_are_context_not_lessons(tok):
+    """An assistant message with "weight": 0 renders the same tokens, all with mask 0; the rest keep theirs."""
+    past = [{**CHAT_CONV[0]}, {**CHAT_CONV[1], "weight": 0}]
+    ids, mask = render(past + TOOL_CONV, tok)
+    plain_ids, plain_mask = render(CHAT_CONV + TOOL_CONV, tok)
+    assert ids == plain_ids
+    n = len(render(CHAT_CONV, tok)[0])
+    assert mask[:n] == [0] * n and sum(plain_mask[:n]) > 0
+    assert mask[n:] == plain_mask[n:] == render(TOOL_CONV, tok)[1]
+
+
+def test_past_turns_keep_question_and_answer_only():
+    """Earlier turns lose their thoughts, actions and observations; the current turn (from the last
+    user message on) and system messages are kept whole; the input list is not changed."""
+    system = {"role": "system", "content": "Be brief."}
+    follow = [{"role": "user", "content": "And times 2?"}, *TOOL_CONV[1:3]]
+    convo = [system, *TOOL_CONV, *CHAT_CONV, *follow]
+    before = [dict(m) for m in convo]
+    out = past_turns_as_answers(convo)
+    assert out == [system, TOOL_CONV[0], {"role": "assistant", "content": "1234 + 5678 = 6912."}, *CHAT_CONV, *follow]
+    assert convo == before
+    assert past_turns_as_answers(TOOL_CONV) == TOOL_CONV  # one turn: nothing is past
+    assert past_turns_as_answers([system]) == [system]
 
 
 def test_encode_shifts_targets_and_ignores_unlearned_tokens(tok):
