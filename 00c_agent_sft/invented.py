@@ -26,6 +26,8 @@ import random
 import re
 import unicodedata
 
+from agent.tools import normalize
+
 from .templates import LOWER_RELATIONS
 
 # syllables for pronounceable names; spelled so that few collide with real words
@@ -187,8 +189,11 @@ class Inventor:
             name = self._fill(forms)
             low = fold(name)  # lookup ignores accents: "Zürich" and "Zurich" would be one key
             bare = low.removeprefix("the ")
-            if low not in self.used and bare not in self.avoid and low not in self.avoid and self.clean(name):
-                self.used.add(low)
+            # a name never ends with "the", "of", "and" (... "The Stich The"): copying.NAME_ENDS
+            key = normalize(name)  # lookup's key: "The Percěived" and "Perceived" would be one
+            if key not in self.used and bare not in self.avoid and low not in self.avoid and self.clean(name) \
+                    and not re.search(r"\b(?:the|a|an|of|and|or)$", low):
+                self.used.add(key)
                 return name
 
     def value(self, relation: str) -> str:

@@ -145,6 +145,15 @@ def test_an_argument_is_a_piece_of_the_tools_then_one_of_the_conversation():
                  "lookup(year of the year of)", "lookup(year of of the fall of Rome)"):
         assert not seam.allows(text, True, final=True), text
     assert not seam.allows("lookup(year of of ", True) and seam.allows("lookup(year of of", True)  # "of..." may go on
+    # nor ends with a word that only leads into a name: "the", "a", "an", "of", "and", "or"
+    ends = CopyRule("When was the dissolution of the Soviet Union? Where are Bosnia and Herzegovina and Shea?",
+                    "lookup(query): It knows: year of ..., capital of ...", calls=["lookup"])
+    for text in ("lookup(year of the)", "lookup(year of the dissolution of)", "lookup(capital of Bosnia and)"):
+        assert not ends.allows(text, True, final=True), text
+        assert ends.allows(text[:-1], True), text  # on the way to a name
+    for text in ("lookup(year of the dissolution of the Soviet Union)", "lookup(capital of Bosnia and Herzegovina)",
+                 "lookup(capital of Shea)", "lookup(capital of Herzegovina)"):
+        assert ends.allows(text, True, final=True), text
 
 
 def _turn(question: str, tool: str, *results: str, answer: str) -> list[dict]:
@@ -270,7 +279,7 @@ def _rule_breaks(path: Path, tools: dict[str, str], limit: int, shapes: dict | N
                                 quoted=quoted)
                 segments = [(True, f"{c['function']['name']}({next(iter(json.loads(c['function']['arguments']).values()))})")
                             for c in m.get("tool_calls") or []] + [(False, m["content"])] * bool(m.get("content"))
-                for action, text in segments:
+                for action, text in segments * (m.get("weight") != 0):  # weight 0: history, not written here
                     checked += 1
                     if not rule.allows(text, action, final=True):
                         bad.append(text)
@@ -291,7 +300,7 @@ def test_the_training_traces_follow_the_rules(monkeypatch):
     assert shapes["calc"][""] == [["The answer is ", "."]] and shapes["lookup"][""] == [["", "."]]
     for split, limit in (("train.jsonl", 6000), ("test.jsonl", 10**6)):
         checked, bad = _rule_breaks(DATA / split, tools, limit, shapes)
-        assert checked > 5000 and bad == [], (split, bad[:5])
+        assert checked > 4000 and bad == [], (split, bad[:5])
 
 
 def chat(engine: Engine, tok, question: str, sampling: SamplingParams, copy: CopyRule | None) -> str:
