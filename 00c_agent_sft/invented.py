@@ -189,7 +189,7 @@ class Inventor:
             name = self._fill(forms)
             low = fold(name)  # lookup ignores accents: "Zürich" and "Zurich" would be one key
             bare = low.removeprefix("the ")
-            # a name never ends with "the", "of", "and" (... "The Stich The"): copying.NAME_ENDS
+            # no name ends with "the", "of" or "and" ("The Stich The" from two corpus words): names never do
             key = normalize(name)  # lookup's key: "The Percěived" and "Perceived" would be one
             if key not in self.used and bare not in self.avoid and low not in self.avoid and self.clean(name) \
                     and not re.search(r"\b(?:the|a|an|of|and|or)$", low):

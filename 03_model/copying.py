@@ -29,8 +29,7 @@ decoded under these rules, on top of the protocol's grammar (grammar.py):
                                                     neither starts with the word the first piece
                                                     ends with ("of of") nor holds its words again,
                                                     and does not end inside a name (before a
-                                                    capitalized word, "of" or "the") or with a
-                                                    word no name ends with ("the", "of", "and")
+                                                    capitalized word, "of" or "the")
     answer           a name: a capitalized word     one of those words
                      that starts (3 letters) like
                      a word of this turn's tool results
@@ -107,9 +106,6 @@ def tools_text(tools: list[dict[str, Any]] | None) -> str:
 # a copied piece does not end where a name goes on: before a capitalized word ("In the Hall of the
 # Mountain" + " King") or before "of" or "the" ("A Brief History" + " of Time")
 NAME_GOES_ON = r"(?! [A-Z]| (?:of|the)\b)"
-# ... and not after a word that only ever leads into what follows it: lookup(year of the) for "the year of
-# the dissolution of the Soviet Union", lookup(inventor of the) for "the inventor of the transistor"
-NAME_ENDS = r"(?i:(?<!\bthe)(?<!\ba)(?<!\ban)(?<!\bof)(?<!\band)(?<!\bor))"
 NAME_HEAD = 3  # letters that make a capitalized word of an answer "start like" a word of a result
 
 
@@ -273,8 +269,7 @@ class CopyRule:
                 return not final  # the copied piece has not started yet
             # the copied piece starts where a word or number of the conversation does (and, when
             # final, ends where one does, but not inside a name: NAME_GOES_ON)
-            if rest[0].isalnum() and (re.search(r"(?<!\w)(?i:" + re.escape(rest) + r")(?!\w)" + NAME_ENDS + NAME_GOES_ON,
-                                                self.quoted)
+            if rest[0].isalnum() and (re.search(r"(?<!\w)(?i:" + re.escape(rest) + r")(?!\w)" + NAME_GOES_ON, self.quoted)
                                       if final else re.search(r"(?<!\w)" + re.escape(rest), self.quoted_lower)) \
                     and self._seam(head, rest, final):
                 return True

@@ -97,9 +97,8 @@ def render(messages: list[dict], tok) -> tuple[list[int], list[int]]:
 def past_turns_as_answers(messages: list[dict]) -> list[dict]:
     """The conversation as the model is asked it: every turn before the last user message keeps its
     question and its final answer; their thoughts, actions and observations are left out (the current
-    turn keeps all of its steps). A small model copies the wrong thing from a long history: with
-    the first turn's steps in its 128-token window, the CPU model's second-turn lookups copied
-    relations and pieces from the first turn's action."""
+    turn keeps all of its steps). One form for the page, the agent and the traces, and the small
+    window is left to the current turn."""
     last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
     if last_user < 0:
         return list(messages)

@@ -145,15 +145,6 @@ def test_an_argument_is_a_piece_of_the_tools_then_one_of_the_conversation():
                  "lookup(year of the year of)", "lookup(year of of the fall of Rome)"):
         assert not seam.allows(text, True, final=True), text
     assert not seam.allows("lookup(year of of ", True) and seam.allows("lookup(year of of", True)  # "of..." may go on
-    # nor ends with a word that only leads into a name: "the", "a", "an", "of", "and", "or"
-    ends = CopyRule("When was the dissolution of the Soviet Union? Where are Bosnia and Herzegovina and Shea?",
-                    "lookup(query): It knows: year of ..., capital of ...", calls=["lookup"])
-    for text in ("lookup(year of the)", "lookup(year of the dissolution of)", "lookup(capital of Bosnia and)"):
-        assert not ends.allows(text, True, final=True), text
-        assert ends.allows(text[:-1], True), text  # on the way to a name
-    for text in ("lookup(year of the dissolution of the Soviet Union)", "lookup(capital of Bosnia and Herzegovina)",
-                 "lookup(capital of Shea)", "lookup(capital of Herzegovina)"):
-        assert ends.allows(text, True, final=True), text
 
 
 def _turn(question: str, tool: str, *results: str, answer: str) -> list[dict]:
