@@ -36,11 +36,6 @@ ROUND_SHARE = 0.15  # of multi-digit operands: trailing zeros, as people write t
 # (the model loses count: 12756555 -> 1275655); random operands hold too few of them
 REPEAT_SHARE = 0.15
 OPERATOR = re.compile(r" [-+*/] ")  # the operation of a multi-step template's expression
-
-
-def operations(tpl) -> str:
-    """The operations of a template's expression, in order: the class that a balanced draw picks."""
-    return "".join(OPERATOR.findall(tpl.expr))
 SEVEN = re.compile(r"(?<![\d.])\d{7}(?!\d)")  # an integer of the held-out digit band
 # the eval's added facts (agent_sft.generate.ADDED_FACTS): never in any training text
 FORBIDDEN = ["mongolia", "mascot", "oskar vell", "old mill tower", "novium"]
@@ -50,6 +45,11 @@ N_INVENTED = 6000  # invented facts (agent_sft.invented) for the copying-only lo
 NUMERIC_RELATIONS, N_INVENTED_NUMERIC = ("atomic number", "number of moons", "year"), 300
 # training only: shares of multi-step chains and KB misses built on invented entities (copying, not recall)
 INVENTED_MULTI, INVENTED_MISS = 0.5, 0.3
+
+
+def operations(tpl) -> str:
+    """The operations of a template's expression, in order: the class that a balanced draw picks."""
+    return "".join(OPERATOR.findall(tpl.expr))
 
 
 def last_operation(expr: str) -> str:
